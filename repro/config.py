@@ -1,0 +1,216 @@
+"""Typed configuration: one dataclass per Hydra config group, plus load/save of the frozen run config.
+
+The YAML files in `conf/` are the readable presets; `repro.train` composes them with Hydra and hands the
+plain dict to `from_dict`, which builds these dataclasses and rejects unknown keys and wrong types with
+an error naming the dotted key. Library code only ever sees these dataclasses (never a DictConfig), and
+workers (`python -m repro.fit RUN_DIR`) read the frozen `config.yaml` with `load` — no Hydra.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the dotted key."""
+
+
+@dataclass
+class SourceConfig:
+    name: str = "skywork80k"          # key of repro.data.sources.SOURCES
+    path: str = "fixture:skywork80k"  # Hub id, local folder laid out like the Hub repo, or fixture:<name>
+    split: str = "train"
+
+
+@dataclass
+class DataConfig:
+    name: str = "fixture"
+    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    max_length: int = 4096            # our default (not reported): longer pairs are dropped and counted
+
+
+@dataclass
+class TinyModelConfig:
+    vocab_size: int = 1024            # BPE trained offline on the curated training texts
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 256
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny_llama"          # key of repro.model.BACKBONES
+    path: str | None = None           # overrides the Hub id: a local checkpoint folder
+    dtype: str = "float32"            # bf16 on GPU for the paper backbones; fp32 on CPU
+    attn_implementation: str | None = None  # Gemma-2 needs "eager" or "flash_attention_2" (not sdpa)
+    trust_remote_code: bool = False
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+@dataclass
+class LossConfig:
+    name: str = "bt"                  # key of repro.losses.LOSSES
+    margin: float = 1.0               # hinge margin: our default (paper: not reported)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-6                  # paper [S]: 2e-6 (8B), 1e-6 (27B)
+    weight_decay: float = 1e-3        # paper [S]
+    betas: tuple[float, float] = (0.9, 0.999)
+    global_batch_size: int = 128      # paper [S]: pairs per optimizer step, fixed across world sizes
+    per_device_batch_size: int = 1    # pairs per device per micro-step; accumulation fills the rest
+    epochs: int = 2                   # paper [S]
+    warmup_ratio: float = 0.03        # our default (not reported)
+    scheduler: str = "cosine"         # paper [S]
+    max_grad_norm: float = 1.0        # our default (not reported)
+    max_steps: int = -1               # >0 caps optimizer steps (smoke tests); -1 = full epochs
+    log_every: int = 10
+
+
+@dataclass
+class LauncherConfig:
+    name: str = "local"               # local (in-process) | accelerate (a subprocess per rank)
+    num_processes: int = 1
+    num_machines: int = 1
+    deepspeed_config: str | None = None
+    cpu: bool = False                 # force CPU workers (gloo) even where CUDA exists
+
+
+@dataclass
+class EvalConfig:
+    path: str = "fixture:reward-bench"  # allenai/reward-bench on the Hub
+    split: str = "filtered"
+    weights: str = "current"          # current | legacy (xstest weights swapped, as in the paper)
+    batch_size: int = 16              # pairs per forward
+    max_length: int = 4096            # left-truncated beyond this, as the official script does
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "tiny"
+    description: str = ""
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    seed: int = 0
+    runs_root: str = "runs"
+    force: bool = False
+
+
+def _convert(tp, value, key: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{key}: must not be null")
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {value!r}")
+        return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown config key(s) {[where + k for k in unknown]}; valid under "
+                          f"{prefix or 'the top level'}: {sorted(names)}")
+    kwargs = {k: _convert(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def from_dict(data: dict) -> RunConfig:
+    """Build and validate a RunConfig from a plain (resolved) dict."""
+    cfg = _build(RunConfig, data)
+    validate(cfg)
+    return cfg
+
+
+def _check_name(key: str, value: str, registry) -> None:
+    if value not in registry:
+        raise ConfigError(f"{key}={value!r} is not a known name; valid: {', '.join(sorted(registry))}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks that need the registries; each error names the key."""
+    from repro.data.sources import SOURCES
+    from repro.eval.rewardbench import WEIGHTS
+    from repro.launch import LAUNCHERS
+    from repro.losses import LOSSES
+    from repro.model import BACKBONES
+
+    _check_name("loss.name", cfg.loss.name, LOSSES)
+    _check_name("model.name", cfg.model.name, BACKBONES)
+    _check_name("launcher.name", cfg.launcher.name, LAUNCHERS)
+    _check_name("eval.weights", cfg.eval.weights, WEIGHTS)
+    if not cfg.data.sources:
+        raise ConfigError("data.sources: at least one source is needed")
+    for i, s in enumerate(cfg.data.sources):
+        _check_name(f"data.sources[{i}].name", s.name, SOURCES)
+    o = cfg.optim
+    for key, value in (("optim.global_batch_size", o.global_batch_size),
+                       ("optim.per_device_batch_size", o.per_device_batch_size), ("optim.epochs", o.epochs),
+                       ("launcher.num_processes", cfg.launcher.num_processes), ("eval.batch_size", cfg.eval.batch_size)):
+        if value < 1:
+            raise ConfigError(f"{key}={value}: must be >= 1")
+    world = cfg.launcher.num_processes * cfg.launcher.num_machines
+    if o.global_batch_size % (o.per_device_batch_size * world):
+        raise ConfigError(f"optim.global_batch_size={o.global_batch_size} is not a multiple of "
+                          f"optim.per_device_batch_size={o.per_device_batch_size} x world size {world}")
+    if o.scheduler not in ("cosine", "linear", "constant"):
+        raise ConfigError(f"optim.scheduler={o.scheduler!r}; valid: constant, cosine, linear")
+
+
+def to_dict(cfg) -> dict:
+    d = dataclasses.asdict(cfg)
+    d["optim"]["betas"] = list(d["optim"]["betas"])
+    return d
+
+
+def save(cfg: RunConfig, path: str | Path) -> None:
+    from repro.results import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def load(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no frozen config here (is this a run dir?)")
+    return from_dict(yaml.safe_load(path.read_text()))

@@ -1,0 +1,1 @@
+"""Data: sources -> canonical pairs -> curated mixture -> tokenised batches."""

@@ -1,0 +1,44 @@
+"""Batches of pairs for one concatenated forward pass, and a length-grouped sampler.
+
+A batch of B pairs becomes one (2B, T) tensor: rows 0..B-1 are the chosen conversations, rows B..2B-1
+the rejected ones, right-padded with the pad token (never EOS). The reward model pools the rightmost
+non-pad token of each row.
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+
+
+class PairCollator:
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        seqs = [b["chosen_ids"] for b in batch] + [b["rejected_ids"] for b in batch]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, : len(s)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+def length_grouped_order(lengths: list[int], batch_size: int, seed: int, mega: int = 50) -> list[int]:
+    """A shuffled order whose consecutive `batch_size` chunks have similar lengths (less padding).
+
+    Shuffle, cut into mega-batches of `mega * batch_size`, sort each by length (longest first), then
+    shuffle the order of the resulting batches. Deterministic for a seed.
+    """
+    rng = random.Random(seed)
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    size = mega * batch_size
+    batches = []
+    for start in range(0, len(idx), size):
+        chunk = sorted(idx[start : start + size], key=lambda i: -lengths[i])
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return [i for b in batches for i in b]

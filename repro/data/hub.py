@@ -1,0 +1,46 @@
+"""Read a Hugging Face dataset from the Hub or from a local folder laid out like the Hub repo.
+
+Both go through `datasets.load_dataset(path, ...)`, so the fixture folders shipped with the package
+exercise the same code that reads the real data. Failures become one `DataError` line naming the
+dataset (and the key that is missing), never a bare traceback from inside `datasets`.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from repro.data.schema import DataError
+from repro.fixtures import resolve
+
+
+def looks_local(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or Path(path).exists()
+
+
+def load_split(path: str, split: str, *, name: str | None = None, data_dir: str | None = None,
+               columns: Iterable[str] = ()):
+    """`load_dataset(path, name, data_dir=..., split=split)` with clear errors and a column check."""
+    import datasets
+
+    where = resolve(path)
+    if looks_local(where) and not Path(where).expanduser().is_dir():
+        raise DataError(f"{where}: dataset folder not found")
+    label = where if name is None else f"{where} (config {name})"
+    try:
+        ds = datasets.load_dataset(where, name, data_dir=data_dir, split=split)
+    except ValueError as e:
+        if "split" in str(e).lower():
+            raise DataError(f"{label}: no split {split!r} ({e})") from None
+        raise DataError(f"{label}: cannot load dataset ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 - surface any reader failure as one clear line
+        raise DataError(f"{label}: cannot load dataset ({type(e).__name__}: {e})") from None
+    missing = [c for c in columns if c not in ds.column_names]
+    if missing:
+        files = sorted({f["filename"] for f in ds.cache_files}) if not looks_local(where) else _data_files(where)
+        raise DataError(f"{label} split {split!r}: missing column(s) {missing}; found {ds.column_names}"
+                        + (f" (files: {', '.join(files)})" if files else ""))
+    return ds
+
+
+def _data_files(folder: str) -> list[str]:
+    return sorted(str(p) for p in Path(folder).expanduser().rglob("*") if p.suffix in {".parquet", ".jsonl", ".gz", ".json"})

@@ -1,0 +1,93 @@
+"""Recipe -> curated dataset + manifest.
+
+`curate(data_cfg, cache_root)` loads every configured source through the registry, drops bad pairs with
+a counted reason, concatenates, and writes `pairs.parquet` + `manifest.json` into a cache folder keyed
+by a hash of the data config and the curation code version, so sweeps over losses or seeds reuse it.
+The manifest lists, per source, rows read, pairs kept and drops by reason, and the SHA-256 of the
+curated rows, so two curations can be compared by a glance at their manifests.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from repro.data.schema import PAIR_COLUMNS
+from repro.results import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+# Bump when a data step changes what it outputs: it invalidates every cached curation.
+CURATION_VERSION = 1
+
+_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+PAIR_SCHEMA = pa.schema([
+    ("id", pa.string()), ("source", pa.string()), ("prompt", pa.list_(_MESSAGE)), ("chosen", pa.string()),
+    ("rejected", pa.string()), ("category", pa.string()), ("score", pa.float64()),
+])
+assert tuple(PAIR_SCHEMA.names) == PAIR_COLUMNS
+
+
+def data_key(data_cfg) -> str:
+    blob = json.dumps({"cfg": dataclasses.asdict(data_cfg), "version": CURATION_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def pairs_sha256(pairs: list[dict]) -> str:
+    h = hashlib.sha256()
+    for p in pairs:
+        h.update(json.dumps([p[c] for c in PAIR_COLUMNS], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def build(data_cfg) -> tuple[list[dict], dict]:
+    """Load and clean every source: (curated pairs, manifest). Pure apart from reading the sources."""
+    from repro.data.sources import SOURCES
+
+    pairs, per_source = [], []
+    for src in data_cfg.sources:
+        got, drops = SOURCES[src.name](src.path, src.split)
+        per_source.append({"name": src.name, "path": src.path, "split": src.split,
+                           "rows_read": len(got) + sum(drops.values()), "kept": len(got),
+                           "dropped": dict(sorted(drops.items()))})
+        log.info("source %s (%s): kept %d, dropped %d %s", src.name, src.path, len(got), sum(drops.values()),
+                 dict(drops) or "")
+        pairs += got
+    by_source = Counter(p["source"] for p in pairs)
+    manifest = {
+        "data": data_cfg.name,
+        "curation_version": CURATION_VERSION,
+        "sources": per_source,
+        "pairs": len(pairs),
+        "pairs_by_source_value": dict(sorted(by_source.items())),
+        "dropped": sum(sum(s["dropped"].values()) for s in per_source),
+        "sha256": pairs_sha256(pairs),
+    }
+    return pairs, manifest
+
+
+def curate(data_cfg, cache_root: str | Path) -> tuple[list[dict], dict, Path]:
+    """Curated pairs, their manifest, and the cache folder (reused when the same config was curated)."""
+    folder = Path(cache_root) / data_key(data_cfg)
+    manifest_path, pairs_path = folder / "manifest.json", folder / "pairs.parquet"
+    if manifest_path.is_file() and pairs_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        log.info("curated data cached at %s (%d pairs)", folder, manifest["pairs"])
+        return pq.read_table(pairs_path).to_pylist(), manifest, folder
+    pairs, manifest = build(data_cfg)
+    if not pairs:
+        from repro.data.schema import DataError
+
+        raise DataError(f"curation of data={data_cfg.name!r} kept no pairs: {manifest['sources']}")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = pairs_path.with_name(".pairs.parquet.tmp")
+    pq.write_table(pa.Table.from_pylist(pairs, schema=PAIR_SCHEMA), tmp)
+    tmp.replace(pairs_path)
+    atomic_write_json(manifest_path, manifest)  # written last: its presence marks a complete cache entry
+    return pairs, manifest, folder

@@ -1,0 +1,13 @@
+"""Source registry: SOURCES = {name: loader}. A new source is one module plus one line here.
+
+Each training-source loader is `load(path, split) -> (pairs, drops)`: canonical pairs
+(`repro.data.schema`) and a Counter of dropped rows by reason. `path` is a Hub id, a local folder laid
+out like the Hub repo, or `fixture:<name>` for the copies shipped with the package.
+"""
+from __future__ import annotations
+
+from repro.data.sources import skywork80k
+
+SOURCES = {
+    "skywork80k": skywork80k.load,
+}

@@ -1,0 +1,47 @@
+"""`Skywork/Skywork-Reward-Preference-80K-v0.1` / `-v0.2`: the released curated set.
+
+Schema (DATASETS.md): `chosen`, `rejected` = full conversations (lists of {content, role}) sharing the
+same prompt turns and differing in the last assistant turn; `source` = any string.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+from repro.data.hub import load_split
+from repro.data.schema import DataError, make_pair, pair_problem
+
+HUB_ID = "Skywork/Skywork-Reward-Preference-80K-v0.1"
+COLUMNS = ("chosen", "rejected", "source")
+
+
+def conversation_pair(chosen: list, rejected: list) -> tuple[list, str, str] | str:
+    """(prompt turns, chosen text, rejected text), or the reason the two conversations don't form a pair."""
+    if not chosen or not rejected:
+        return "empty conversation"
+    if chosen[-1].get("role") != "assistant" or rejected[-1].get("role") != "assistant":
+        return "last turn is not from the assistant"
+    if list(map(dict, chosen[:-1])) != list(map(dict, rejected[:-1])):
+        return "chosen and rejected prompts differ"
+    return list(chosen[:-1]), chosen[-1]["content"], rejected[-1]["content"]
+
+
+def load(path: str = HUB_ID, split: str = "train") -> tuple[list[dict], Counter]:
+    ds = load_split(path, split, columns=COLUMNS)
+    pairs, drops = [], Counter()
+    for i, row in enumerate(ds):
+        for key in COLUMNS[:2]:
+            if not isinstance(row[key], list):
+                raise DataError(f"{path} row {i}: {key!r} must be a list of messages, got {type(row[key]).__name__}")
+        got = conversation_pair(row["chosen"], row["rejected"])
+        if isinstance(got, str):
+            drops[got] += 1
+            continue
+        prompt, chosen, rejected = got
+        source = row["source"] if isinstance(row["source"], str) and row["source"] else "unknown"
+        pair = make_pair(id=f"skywork80k:{split}:{i}", source=source, prompt=prompt, chosen=chosen, rejected=rejected)
+        reason = pair_problem(pair)
+        if reason:
+            drops[reason] += 1
+            continue
+        pairs.append(pair)
+    return pairs, drops

@@ -1,0 +1,126 @@
+"""The training loop, top to bottom, on an `accelerate.Accelerator`.
+
+One optimizer step consumes exactly `optim.global_batch_size` pairs whatever the world size:
+per-device batch x accumulation steps x world size = global batch (asserted). Chosen and rejected go
+through the model in one concatenated forward pass; the loss comes from `repro.losses.LOSSES`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from repro.data.batching import PairCollator, length_grouped_order
+from repro.losses import LOSSES
+from repro.results import MetricsLog
+
+log = logging.getLogger(__name__)
+
+
+def accumulation_steps(global_batch: int, per_device: int, world_size: int) -> int:
+    per_step = per_device * world_size
+    if global_batch % per_step:
+        raise ValueError(f"global batch {global_batch} is not a multiple of per-device batch {per_device} "
+                         f"x world size {world_size}")
+    return global_batch // per_step
+
+
+def lr_lambda(kind: str, warmup: int, total: int):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def forward_rewards(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards of the chosen and rejected halves of a concatenated batch, in float32."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    rewards = logits.squeeze(-1).float()
+    half = rewards.shape[0] // 2
+    return rewards[:half], rewards[half:]
+
+
+def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_cfg, *, seed: int,
+          metrics: MetricsLog) -> dict:
+    """Train `model` in place on tokenised pairs. Returns a summary (steps, final loss, seconds, pairs/s)."""
+    o = optim_cfg
+    world = accelerator.num_processes
+    accum = accumulation_steps(o.global_batch_size, o.per_device_batch_size, world)
+    loss_fn = LOSSES[loss_cfg.name]
+
+    # Length-grouped order over the whole set, reshuffled per epoch; `prepare` shards it across ranks.
+    lengths = [max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in examples]
+    steps_per_epoch = len(examples) // o.global_batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(examples)} training pairs is less than one global batch ({o.global_batch_size})")
+    total_steps = steps_per_epoch * o.epochs
+    if o.max_steps > 0:
+        total_steps = min(total_steps, o.max_steps)
+    warmup = int(o.warmup_ratio * total_steps)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(o.scheduler, warmup, total_steps))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    collate = PairCollator(tokenizer.pad_token_id)
+
+    log.info("training: %d pairs, %d steps (%d/epoch), global batch %d = %d per device x %d accumulation x %d "
+             "processes, loss %s", len(examples), total_steps, steps_per_epoch, o.global_batch_size,
+             o.per_device_batch_size, accum, world, loss_cfg.name)
+    model.train()
+    step, t0, seen = 0, time.perf_counter(), 0
+    window = {"loss": 0.0, "acc": 0.0, "n": 0}
+    bar = tqdm(total=total_steps, desc="train", disable=not accelerator.is_main_process, unit="step", mininterval=1.0)
+    for epoch in range(o.epochs):
+        if step >= total_steps:
+            break
+        order = length_grouped_order(lengths, o.per_device_batch_size * world, seed + epoch)
+        # Whole global batches only: the remainder of an epoch is left out rather than a short step.
+        order = order[: steps_per_epoch * o.global_batch_size]
+        loader = accelerator.prepare(DataLoader([examples[i] for i in order], batch_size=o.per_device_batch_size,
+                                                shuffle=False, collate_fn=collate))
+        micro = 0
+        for batch in loader:
+            r_c, r_r = forward_rewards(model, batch)
+            loss = loss_fn(r_c, r_r, loss_cfg)
+            accelerator.backward(loss / accum)
+            window["loss"] += loss.item()
+            window["acc"] += (r_c > r_r).float().mean().item()
+            window["n"] += 1
+            seen += r_c.shape[0]
+            micro += 1
+            if micro % accum:
+                continue
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), o.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            if step % o.log_every == 0 or step == total_steps:
+                avg_loss, avg_acc = window["loss"] / window["n"], window["acc"] / window["n"]
+                metrics.log(step, "train", loss=avg_loss, accuracy=avg_acc, lr=scheduler.get_last_lr()[0],
+                            grad_norm=float(grad_norm), epoch=epoch)
+                bar.set_postfix(loss=f"{avg_loss:.4f}", acc=f"{avg_acc:.3f}")
+                window = {"loss": 0.0, "acc": 0.0, "n": 0}
+            if step >= total_steps:
+                break
+    bar.close()
+    seconds = time.perf_counter() - t0
+    pairs_per_s = seen * world / seconds if seconds else float("nan")
+    metrics.log(step, "train", seconds=seconds, pairs_per_second=pairs_per_s)
+    return {"steps": step, "seconds": seconds, "pairs_per_second": pairs_per_s,
+            "model": accelerator.unwrap_model(model)}

@@ -1,0 +1,1 @@
+"""Evaluation: RewardBench scoring (pure) and statistics."""

@@ -1,0 +1,131 @@
+"""RewardBench evaluation: `python -m repro.evaluate`.
+
+    python -m repro.evaluate --from-subsets results.json [--weights legacy]
+        sections and Score from a per-subset accuracy file in the official run_rm.py format (JSON out)
+    python -m repro.evaluate --run-dir runs/tiny/default/seed=0 [--weights legacy]
+        score a trained run's model on RewardBench and write eval/ + final.json into the run dir
+    python -m repro.evaluate --model Skywork/Skywork-Reward-Llama-3.1-8B --out DIR
+        score any Hugging Face sequence-classification reward model (Hub id or local folder)
+
+Scoring follows the official script: each conversation is [user: prompt, assistant: response] rendered
+with the model's chat template (no doubled BOS), truncated from the left, scored by the raw logit;
+correct = score_chosen > score_rejected (strict).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from repro.eval import rewardbench as rb
+
+
+def score_rows(model, tokenizer, rows: list[dict], *, batch_size: int = 16, max_length: int = 4096,
+               desc: str = "rewardbench"):
+    """Per-example DataFrame: id, subset, score_chosen, score_rejected, correct."""
+    import pandas as pd
+    import torch
+    from tqdm.auto import tqdm
+
+    from repro.data.batching import PairCollator
+    from repro.data.tokenize import encode_pair
+    from repro.engine import forward_rewards
+
+    collate = PairCollator(tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
+            chunk = rows[start : start + batch_size]
+            batch = []
+            for r in chunk:
+                c, j = encode_pair(tokenizer, r["prompt"], r["chosen"], r["rejected"])
+                # left truncation, as the official evaluation (tokenizer truncation_side="left")
+                batch.append({"chosen_ids": c[-max_length:], "rejected_ids": j[-max_length:]})
+            tensors = {k: v.to(device) for k, v in collate(batch).items()}
+            r_c, r_r = forward_rewards(model, tensors)
+            for r, sc, sr in zip(chunk, r_c.tolist(), r_r.tolist()):
+                out.append({"id": r["id"], "subset": r["subset"], "score_chosen": sc, "score_rejected": sr,
+                            "correct": rb.is_correct(sc, sr)})
+    model.train(was_training)
+    return pd.DataFrame(out, columns=["id", "subset", "score_chosen", "score_rejected", "correct"])
+
+
+def summarize(per_example, *, weights: str = "current") -> dict:
+    """Subset accuracies/counts, sections and Score from a per-example table."""
+    acc = rb.subset_accuracies(per_example["subset"], per_example["correct"])
+    counts = per_example.groupby("subset").size().to_dict()
+    scores = rb.score(acc, weights=weights)
+    return {"subsets": {s: {"accuracy": acc[s], "n": int(counts[s])} for s in acc},
+            "sections": {k: v for k, v in scores.items() if k != "Score"}, "Score": scores["Score"],
+            "weights": weights}
+
+
+def write_eval(out_dir: str | Path, per_example, summary: dict, *, model_name: str) -> None:
+    from repro.results import atomic_write_json, atomic_write_parquet
+
+    out_dir = Path(out_dir)
+    atomic_write_parquet(out_dir / "per_example.parquet", per_example)
+    atomic_write_json(out_dir / "subsets.json", summary["subsets"])
+    acc = {s: v["accuracy"] for s, v in summary["subsets"].items()}
+    atomic_write_json(out_dir / "run_rm.json", rb.to_run_rm_json(acc, model=model_name))
+
+
+def format_table(summary: dict, title: str = "") -> str:
+    lines = [title] if title else []
+    lines.append(f"{'section':<12}{'accuracy':>10}")
+    for k, v in summary["sections"].items():
+        lines.append(f"{k:<12}{100 * v:>10.2f}")
+    lines.append(f"{'Score':<12}{100 * summary['Score']:>10.2f}")
+    lines.append(f"(RewardBench weights: {summary['weights']}; percentages)")
+    return "\n".join(lines)
+
+
+def _from_subsets(path: str, weights: str) -> dict:
+    acc = rb.read_run_rm_json(path)
+    return {k: round(v, 6) for k, v in rb.score(acc, weights=weights, where=path).items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m repro.evaluate", description="RewardBench scoring")
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--from-subsets", metavar="FILE.json", help="per-subset accuracies (run_rm.py format)")
+    what.add_argument("--run-dir", help="a run dir of this package: score its model, write eval/ and final.json")
+    what.add_argument("--model", help="Hub id or folder of any sequence-classification reward model")
+    ap.add_argument("--weights", default="current", choices=sorted(rb.WEIGHTS),
+                    help="current (default) or legacy (swapped xstest weights, as in the paper)")
+    ap.add_argument("--data", default="allenai/reward-bench", help="RewardBench dataset: Hub id, folder or fixture:reward-bench")
+    ap.add_argument("--out", help="output folder for --model")
+    ap.add_argument("--batch-size", type=int, default=8)
+    args = ap.parse_args(argv)
+    try:
+        if args.from_subsets:
+            print(json.dumps(_from_subsets(args.from_subsets, args.weights), indent=2))
+            return 0
+        if args.run_dir:
+            from repro.pipeline import evaluate_run
+
+            final = evaluate_run(args.run_dir, weights=args.weights)
+            print(format_table(final, title=f"RewardBench: {args.run_dir}"))
+            return 0
+        from repro.data.sources import rewardbench as rb_source
+        from repro.model import load_pretrained
+
+        if not args.out:
+            ap.error("--model needs --out")
+        model, tok = load_pretrained(args.model)
+        per_example = score_rows(model, tok, rb_source.load(args.data), batch_size=args.batch_size)
+        summary = summarize(per_example, weights=args.weights)
+        write_eval(args.out, per_example, summary, model_name=args.model)
+        print(format_table(summary, title=f"RewardBench: {args.model}"))
+        return 0
+    except (rb.RewardBenchError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""One run, end to end: curate -> train -> evaluate -> report. No Hydra here.
+
+`run(cfg, run_dir)` is what `python -m repro.train` calls once per sweep point, after it has composed the
+config and chosen the deterministic run dir. A run dir that holds `final.json` is finished and skipped
+(unless `force=true`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from repro import config as config_mod
+from repro.results import FINAL, atomic_write_json, env_info, is_done
+
+log = logging.getLogger(__name__)
+
+
+def _file_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def curate_into(cfg, run_dir: Path) -> dict:
+    from repro.data.mixture import curate
+
+    _, manifest, folder = curate(cfg.data, Path(cfg.runs_root) / "_cache" / "data")
+    manifest = {**manifest, "cache_dir": str(folder.resolve())}
+    atomic_write_json(run_dir / "data" / "manifest.json", manifest)
+    return manifest
+
+
+def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
+    """Score the run's saved model on RewardBench; write eval/ and then final.json (last)."""
+    from repro.data.sources import rewardbench as rb_source
+    from repro.evaluate import score_rows, summarize, write_eval
+    from repro.model import load_pretrained
+
+    run_dir = Path(run_dir)
+    cfg = config_mod.load(run_dir / "config.yaml")
+    weights = weights or cfg.eval.weights
+    model, tokenizer = load_pretrained(str(run_dir / "model"), dtype=cfg.model.dtype,
+                                       attn_implementation=cfg.model.attn_implementation)
+    import torch
+
+    if torch.cuda.is_available() and not cfg.launcher.cpu:
+        model.to("cuda")
+    rows = rb_source.load(cfg.eval.path, cfg.eval.split)
+    per_example = score_rows(model, tokenizer, rows, batch_size=cfg.eval.batch_size, max_length=cfg.eval.max_length)
+    summary = summarize(per_example, weights=weights)
+    write_eval(run_dir / "eval", per_example, summary, model_name=str(run_dir))
+    train_summary = json.loads((run_dir / "train.json").read_text()) if (run_dir / "train.json").is_file() else {}
+    final = {
+        "run": {"experiment": cfg.experiment.name, "name": run_dir.parent.name, "seed": cfg.seed,
+                "data": cfg.data.name, "model": cfg.model.name, "loss": cfg.loss.name},
+        "sections": summary["sections"],
+        "Score": summary["Score"],
+        "weights": weights,
+        "eval": {"path": cfg.eval.path, "split": cfg.eval.split, "examples": len(per_example)},
+        "train": {k: train_summary.get(k) for k in ("steps", "seconds", "pairs_per_second", "pairs_trained")},
+    }
+    from repro.results import MetricsLog
+
+    MetricsLog(run_dir / "metrics.jsonl").log(final["train"].get("steps") or 0, "eval",
+                                              **{k: v for k, v in summary["sections"].items()},
+                                              Score=summary["Score"])
+    atomic_write_json(run_dir / FINAL, final)
+    return final
+
+
+def run(cfg, run_dir: str | Path) -> tuple[dict, bool]:
+    """Run (or skip) one configuration. Returns (final results, whether it was skipped as done)."""
+    from repro.launch import LAUNCHERS
+
+    run_dir = Path(run_dir)
+    if is_done(run_dir) and not cfg.force:
+        return json.loads((run_dir / FINAL).read_text()), True
+    if run_dir.exists():
+        # An unfinished or forced run starts over: stale checkpoints/metrics would mix with new ones.
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    handler = _file_logging(run_dir)
+    try:
+        config_mod.save(cfg, run_dir / "config.yaml")
+        world = cfg.launcher.num_processes * cfg.launcher.num_machines
+        atomic_write_json(run_dir / "env.json", env_info(world_size=world))
+        manifest = curate_into(cfg, run_dir)
+        log.info("curated %d pairs (%d dropped) for data=%s", manifest["pairs"], manifest["dropped"], cfg.data.name)
+        LAUNCHERS[cfg.launcher.name](run_dir, cfg)
+        return evaluate_run(run_dir), False
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def summary_table(final: dict, run_dir: Path, manifest: dict | None = None) -> str:
+    """The human-readable report printed at the end of a run."""
+    from repro.evaluate import format_table
+
+    lines = [f"run dir: {run_dir}"]
+    if manifest:
+        drops = sum(s["dropped"] and sum(s["dropped"].values()) or 0 for s in manifest["sources"])
+        lines.append(f"data:    {manifest['pairs']} curated pairs ({drops} rows dropped; see data/manifest.json)")
+    t = final.get("train") or {}
+    if t.get("steps"):
+        lines.append(f"train:   {t['steps']} steps, {t['pairs_trained']} pairs, {t['seconds']:.1f} s "
+                     f"({t['pairs_per_second']:.0f} pairs/s)")
+    lines.append(format_table(final, title=f"RewardBench ({final['eval']['examples']} examples, "
+                                           f"{final['eval']['path']}):"))
+    return "\n".join(lines)
