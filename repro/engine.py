@@ -74,7 +74,9 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(o.scheduler, warmup, total_steps))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler is deliberately not prepared: accelerate would step it once per process per
+    # optimizer step, so the schedule would depend on the world size. We step it once per update.
+    model, optimizer = accelerator.prepare(model, optimizer)
     collate = PairCollator(tokenizer.pad_token_id)
 
     log.info("training: %d pairs, %d steps (%d/epoch), global batch %d = %d per device x %d accumulation x %d "
@@ -87,7 +89,10 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
     for epoch in range(o.epochs):
         if step >= total_steps:
             break
-        order = length_grouped_order(lengths, o.per_device_batch_size * world, seed + epoch)
+        # Grouped by the per-device micro-batch and independent of world size: micro-batch k goes to
+        # accumulation slot k % accum on one process, or to rank k % world on several; both sum the
+        # same gradients per step, so 1 and N processes train the same model.
+        order = length_grouped_order(lengths, o.per_device_batch_size, seed + epoch)
         # Whole global batches only: the remainder of an epoch is left out rather than a short step.
         order = order[: steps_per_epoch * o.global_batch_size]
         loader = accelerator.prepare(DataLoader([examples[i] for i in order], batch_size=o.per_device_batch_size,

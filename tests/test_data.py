@@ -1,0 +1,111 @@
+"""Loaders on the fixture folders (the real Hub layouts), curation counts, and bad input."""
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from repro.config import DataConfig, SourceConfig
+from repro.data import mixture
+from repro.data.schema import DataError, pair_problem
+from repro.data.sources import SOURCES, rewardbench, skywork80k
+from repro.eval.rewardbench import SUBSETS
+from repro.fixtures import FIXTURE_ROOT, generate
+
+
+def test_skywork_fixture_counts_and_drop_reasons():
+    pairs, drops = skywork80k.load("fixture:skywork80k")
+    assert len(pairs) == 1180
+    assert dict(drops) == {"identical chosen and rejected": 1, "empty response": 1,
+                           "chosen and rejected prompts differ": 1, "last turn is not from the assistant": 1}
+    sources = {p["source"] for p in pairs}
+    assert sources == {"helpsteer2", "offsetbias", "wildguard", "magpie_ultra", "magpie_pro_llama3.1",
+                       "magpie_pro", "magpie_air"}
+    multi = [p for p in pairs if len(p["prompt"]) > 1]
+    assert multi and all(p["source"] == "helpsteer2" for p in multi)
+    assert all(p["prompt"][-1]["role"] == "user" and pair_problem(p) is None for p in pairs)
+    assert len({p["id"] for p in pairs}) == len(pairs)
+
+
+def test_rewardbench_fixture_has_every_subset_in_the_real_schema():
+    table = pq.read_table(FIXTURE_ROOT / "reward-bench" / "data" / "filtered-00000-of-00001.parquet")
+    assert table.schema.names == ["prompt", "chosen", "chosen_model", "rejected", "rejected_model", "subset", "id"]
+    assert table.schema.field("id").type == pa.int64()
+    rows = rewardbench.load("fixture:reward-bench")
+    assert {r["subset"] for r in rows} == set(SUBSETS)
+
+
+def test_fixtures_are_regenerated_identically(tmp_path):
+    written = generate.generate(tmp_path)
+    for path in written:
+        committed = FIXTURE_ROOT / path.relative_to(tmp_path)
+        assert pq.read_table(path).equals(pq.read_table(committed)), committed
+
+
+def test_curation_manifest_and_cache(tmp_path):
+    cfg = DataConfig()
+    pairs, manifest, folder = mixture.curate(cfg, tmp_path)
+    assert manifest["pairs"] == len(pairs) == 1180 and manifest["dropped"] == 4
+    assert manifest["sources"][0]["rows_read"] == 1184
+    assert manifest["sha256"] == mixture.pairs_sha256(pairs)
+    again, manifest2, folder2 = mixture.curate(cfg, tmp_path)  # served from the cache
+    assert folder2 == folder and manifest2 == manifest and again == pairs
+    other = DataConfig(max_length=128)
+    assert mixture.data_key(other) != mixture.data_key(cfg)
+
+
+def write_skywork(folder, rows, schema=None):
+    path = folder / "data" / "train-00000-of-00001.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return folder
+
+
+def test_missing_folder_is_one_clear_error(tmp_path):
+    with pytest.raises(DataError, match="dataset folder not found"):
+        skywork80k.load(str(tmp_path / "nowhere"))
+
+
+def test_missing_column_names_the_column(tmp_path):
+    folder = write_skywork(tmp_path / "ds", [{"chosen": [{"content": "a", "role": "user"}], "source": "x"}])
+    with pytest.raises(DataError, match=r"missing column\(s\) \['rejected'\]"):
+        skywork80k.load(str(folder))
+
+
+def test_wrong_type_names_file_row_and_key(tmp_path):
+    folder = write_skywork(tmp_path / "ds", [{"chosen": "text", "rejected": "text", "source": "x"}])
+    with pytest.raises(DataError, match=r"row 0: 'chosen' must be a list of messages"):
+        skywork80k.load(str(folder))
+
+
+def test_corrupt_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "ds" / "data" / "train-00000-of-00001.parquet"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DataError, match="cannot load dataset"):
+        skywork80k.load(str(tmp_path / "ds"))
+
+
+def test_rewardbench_unknown_subset_names_row(tmp_path):
+    rows = [{"prompt": "p", "chosen": "a", "chosen_model": "m", "rejected": "b", "rejected_model": "m",
+             "subset": "hep-cobol", "id": 7}]
+    path = tmp_path / "rb" / "data" / "filtered-00000-of-00001.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    with pytest.raises(DataError, match=r"row 0 \(id 7\): unknown subset 'hep-cobol'"):
+        rewardbench.load(str(tmp_path / "rb"))
+
+
+def test_nan_score_and_bad_prompt_are_drop_reasons():
+    base = {"id": "x", "source": "s", "prompt": [{"role": "user", "content": "q"}], "chosen": "a",
+            "rejected": "b", "category": None, "score": None}
+    assert pair_problem(base) is None
+    assert pair_problem(dict(base, score=float("nan"))) == "score is NaN"
+    assert pair_problem(dict(base, prompt=[{"role": "assistant", "content": "q"}])) == \
+        "prompt does not end with a user turn"
+    assert pair_problem(dict(base, chosen="  ")) == "empty response"
+
+
+def test_registry_names_every_loader():
+    assert "skywork80k" in SOURCES
+    assert json.dumps(mixture.build(DataConfig(sources=[SourceConfig()]))[1])  # manifest is JSON-serialisable

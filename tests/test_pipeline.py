@@ -1,0 +1,130 @@
+"""The whole pipeline as a user runs it: `python -m repro.train` from any folder, offline, on CPU."""
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from repro import config as config_mod
+from repro.data.sources import rewardbench
+from repro.eval.rewardbench import SECTIONS, SUBSETS, read_run_rm_json
+from repro.evaluate import score_rows
+from repro.fit import build_backbone, curated_pairs
+from repro.results import collect
+
+from conftest import ROOT, run_cli
+
+CONTRACT = ["config.yaml", "env.json", "metrics.jsonl", "data/manifest.json", "train.json",
+            "model/model.safetensors", "eval/per_example.parquet", "eval/subsets.json", "eval/run_rm.json",
+            "final.json"]
+
+
+def test_default_run_writes_the_results_contract(default_run):
+    run_dir = default_run["run_dir"]
+    for name in CONTRACT:
+        assert (run_dir / name).is_file(), name
+    final = json.loads((run_dir / "final.json").read_text())
+    assert set(final["sections"]) == set(SECTIONS)
+    assert final["Score"] == pytest.approx(sum(final["sections"].values()) / 4)
+    assert final["run"] == {"experiment": "tiny", "name": "default", "seed": 0, "data": "fixture",
+                            "model": "tiny_llama", "loss": "bt"}
+    per_example = pd.read_parquet(run_dir / "eval" / "per_example.parquet")
+    assert list(per_example.columns) == ["id", "subset", "score_chosen", "score_rejected", "correct"]
+    assert set(per_example["subset"]) == set(SUBSETS) and len(per_example) == final["eval"]["examples"]
+    assert (per_example["correct"] == (per_example["score_chosen"] > per_example["score_rejected"])).all()
+    assert len(read_run_rm_json(run_dir / "eval" / "run_rm.json")) == 23
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(set(m) == {"step", "split", "metric", "value"} for m in metrics)
+    assert {"train", "eval"} <= {m["split"] for m in metrics}
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["world_size"] == 1 and env["versions"]["torch"]
+    manifest = json.loads((run_dir / "data" / "manifest.json").read_text())
+    assert manifest["pairs"] == 1180 and manifest["dropped"] == 4
+    out = default_run["proc"].stdout
+    assert str(run_dir) in out and re.search(r"Score\s+\d+\.\d\d", out)
+    assert collect(default_run["cwd"] / "runs").loc[0, "Score"] == final["Score"]
+
+
+def test_training_is_what_lifts_accuracy_from_chance(default_run):
+    """Untrained backbones score near chance on the RewardBench fixture; the trained one >= 0.8."""
+    run_dir = default_run["run_dir"]
+    cfg = config_mod.load(run_dir / "config.yaml")
+    pairs = curated_pairs(run_dir)
+    rows = rewardbench.load(cfg.eval.path)
+    before = []
+    for seed in (0, 1, 2):
+        cfg.seed = seed
+        model, tok = build_backbone(cfg, pairs)
+        before.append(score_rows(model, tok, rows)["correct"].mean())
+    assert abs(sum(before) / 3 - 0.5) < 0.15, before
+    after = pd.read_parquet(run_dir / "eval" / "per_example.parquet")["correct"].mean()
+    assert after >= 0.8, after
+
+
+def test_second_invocation_skips_the_finished_run(default_run):
+    final = default_run["run_dir"] / "final.json"
+    stamp = final.stat().st_mtime_ns
+    proc = run_cli(["-m", "repro.train"], default_run["cwd"])
+    assert proc.returncode == 0, proc.stderr
+    assert "skipping finished run" in proc.stdout and str(default_run["run_dir"]) in proc.stdout
+    assert final.stat().st_mtime_ns == stamp
+
+
+def test_multirun_gives_one_deterministic_dir_per_point(tmp_path):
+    proc = run_cli(["-m", "repro.train", "-m", "loss=bt,hinge", "optim.max_steps=5"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    dirs = {loss: tmp_path / "runs" / "tiny" / f"loss={loss},optim.max_steps=5" / "seed=0" for loss in ("bt", "hinge")}
+    for loss, d in dirs.items():
+        assert (d / "final.json").is_file(), d
+        assert config_mod.load(d / "config.yaml").loss.name == loss
+    a, b = (pd.read_parquet(d / "eval" / "per_example.parquet") for d in dirs.values())
+    assert not a["score_chosen"].equals(b["score_chosen"])  # the loss really changed the training
+
+
+def test_one_process_with_accumulation_equals_two_ddp_processes(tmp_path):
+    """Global batch 16 as 8 x 2 accumulation on one process, or 8 x 1 on two gloo processes: same model."""
+    common = ["optim.max_steps=15", "seed=1"]
+    one = run_cli(["-m", "repro.train", *common], tmp_path)
+    two = run_cli(["-m", "repro.train", *common, "launcher=accelerate", "launcher.cpu=true",
+                   "launcher.num_processes=2"], tmp_path)
+    assert one.returncode == 0 and two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+    root = tmp_path / "runs" / "tiny"
+    d1 = root / "optim.max_steps=15" / "seed=1"
+    d2 = root / "launcher.cpu=true,launcher.num_processes=2,launcher=accelerate,optim.max_steps=15" / "seed=1"
+    assert json.loads((d2 / "train.json").read_text())["world_size"] == 2
+    a, b = (pd.read_parquet(d / "eval" / "per_example.parquet") for d in (d1, d2))
+    assert (a["score_chosen"] - b["score_chosen"]).abs().max() < 1e-4
+    assert (a["score_rejected"] - b["score_rejected"]).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["loss=nope"], ["loss/nope", "bt", "hinge"]),
+    (["optim.lr=fast"], ["optim.lr"]),
+    (["data.sources.0.path=/nonexistent/folder"], ["/nonexistent/folder", "not found"]),
+    (["eval.path=/nonexistent/rb"], ["/nonexistent/rb", "not found"]),
+])
+def test_bad_input_stops_with_a_clear_message(tmp_path, args, needles):
+    proc = run_cli(["-m", "repro.train", *args, "optim.max_steps=1"], tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_layering_only_train_imports_hydra():
+    offenders = []
+    for path in (ROOT / "repro").rglob("*.py"):
+        if path.name == "train.py" and path.parent.name == "repro":
+            continue
+        text = path.read_text()
+        if re.search(r"^\s*(import hydra|from hydra|import omegaconf|from omegaconf)", text, re.M):
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+def test_importing_the_library_is_cheap(tmp_path):
+    code = ("import sys, repro, repro.config, repro.results, repro.eval.rewardbench, repro.fixtures; "
+            "heavy = [m for m in ('torch', 'transformers', 'datasets', 'hydra') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    proc = run_cli(["-c", code], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
