@@ -54,6 +54,13 @@ def score_rows(model, tokenizer, rows: list[dict], *, batch_size: int = 16, max_
     return pd.DataFrame(out, columns=["id", "subset", "score_chosen", "score_rejected", "correct"])
 
 
+def to_best_device(model, cpu: bool = False):
+    """The first GPU when there is one (and `cpu` is not forced), else the CPU."""
+    import torch
+
+    return model.to("cuda") if torch.cuda.is_available() and not cpu else model
+
+
 def summarize(per_example, *, weights: str = "current") -> dict:
     """Subset accuracies/counts, sections and Score from a per-example table."""
     acc = rb.subset_accuracies(per_example["subset"], per_example["correct"])
@@ -100,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="allenai/reward-bench", help="RewardBench dataset: Hub id, folder or fixture:reward-bench")
     ap.add_argument("--out", help="output folder for --model")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--dtype", default="float32", help="float32 (CPU) or bfloat16 (GPU, as the leaderboard)")
+    ap.add_argument("--attn", default=None, help="attention implementation; Gemma-2 needs eager or flash_attention_2")
+    ap.add_argument("--trust-remote-code", action="store_true", help="off unless asked for")
     args = ap.parse_args(argv)
     try:
         if args.from_subsets:
@@ -116,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if not args.out:
             ap.error("--model needs --out")
-        model, tok = load_pretrained(args.model)
+        model, tok = load_pretrained(args.model, dtype=args.dtype, attn_implementation=args.attn,
+                                     trust_remote_code=args.trust_remote_code)
+        model = to_best_device(model)
         per_example = score_rows(model, tok, rb_source.load(args.data), batch_size=args.batch_size)
         summary = summarize(per_example, weights=args.weights)
         write_eval(args.out, per_example, summary, model_name=args.model)

@@ -36,7 +36,7 @@ def curate_into(cfg, run_dir: Path) -> dict:
 def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
     """Score the run's saved model on RewardBench; write eval/ and then final.json (last)."""
     from repro.data.sources import rewardbench as rb_source
-    from repro.evaluate import score_rows, summarize, write_eval
+    from repro.evaluate import score_rows, summarize, to_best_device, write_eval
     from repro.model import load_pretrained
 
     run_dir = Path(run_dir)
@@ -44,10 +44,7 @@ def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
     weights = weights or cfg.eval.weights
     model, tokenizer = load_pretrained(str(run_dir / "model"), dtype=cfg.model.dtype,
                                        attn_implementation=cfg.model.attn_implementation)
-    import torch
-
-    if torch.cuda.is_available() and not cfg.launcher.cpu:
-        model.to("cuda")
+    model = to_best_device(model, cpu=cfg.launcher.cpu)
     rows = rb_source.load(cfg.eval.path, cfg.eval.split)
     per_example = score_rows(model, tokenizer, rows, batch_size=cfg.eval.batch_size, max_length=cfg.eval.max_length)
     summary = summarize(per_example, weights=weights)

@@ -28,6 +28,8 @@ from repro.launch import LaunchError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Errors that are the user's input, not a bug: one clear line, no traceback.
+# Sweep points that failed with a user error (the basic launcher runs every point in this process).
+FAILED: list[str] = []
 USER_ERRORS = (config_mod.ConfigError, DataError, RewardBenchError, LaunchError, TokenizationError,
                FileNotFoundError)
 
@@ -44,7 +46,8 @@ def main(cfg: DictConfig) -> float | None:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         if multirun:
-            print(f"error: sweep point {' '.join(overrides) or '(no overrides)'} failed; continuing", file=sys.stderr)
+            FAILED.append(" ".join(overrides) or "(no overrides)")
+            print(f"error: sweep point {FAILED[-1]} failed; continuing with the others", file=sys.stderr)
             return None
         sys.exit(2)
     manifest_path = run_dir / "data" / "manifest.json"
@@ -60,3 +63,6 @@ if __name__ == "__main__":
         sys.exit(f"error: config folder {CONF_DIR} not found; install the package from its source tree "
                  "(pip install -e .) so conf/ sits beside repro/")
     main()
+    if FAILED:
+        print(f"error: {len(FAILED)} sweep point(s) failed: " + "; ".join(FAILED), file=sys.stderr)
+        sys.exit(1)

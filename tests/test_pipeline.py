@@ -128,3 +128,40 @@ def test_importing_the_library_is_cheap(tmp_path):
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = run_cli(["-c", code], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_evaluate_any_reward_model_folder_matches_the_run(default_run, tmp_path):
+    """`repro.evaluate --model FOLDER` (the path used for Hub reward models) scores like the run did."""
+    run_dir = default_run["run_dir"]
+    proc = run_cli(["-m", "repro.evaluate", "--model", str(run_dir / "model"), "--data", "fixture:reward-bench",
+                    "--out", str(tmp_path / "out")], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a = pd.read_parquet(run_dir / "eval" / "per_example.parquet")
+    b = pd.read_parquet(tmp_path / "out" / "per_example.parquet")
+    assert (a["id"] == b["id"]).all()
+    assert (a["score_chosen"] - b["score_chosen"]).abs().max() < 1e-4
+    assert "Score" in proc.stdout
+
+
+def test_rescoring_a_run_with_legacy_weights(default_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(default_run["run_dir"], run_dir)
+    proc = run_cli(["-m", "repro.evaluate", "--run-dir", str(run_dir), "--weights", "legacy"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["weights"] == "legacy"
+    per_example = pd.read_parquet(run_dir / "eval" / "per_example.parquet")
+    from repro.eval.rewardbench import score, subset_accuracies
+
+    expected = score(subset_accuracies(per_example["subset"], per_example["correct"]), weights="legacy")
+    assert final["sections"]["Safety"] == pytest.approx(expected["Safety"])
+
+
+def test_a_failing_sweep_point_does_not_stop_the_others_but_fails_the_sweep(tmp_path):
+    proc = run_cli(["-m", "repro.train", "-m", "optim.lr=fast,0.001", "optim.max_steps=3"], tmp_path)
+    assert proc.returncode == 1
+    assert "optim.lr: expected float, got 'fast'" in proc.stderr
+    assert "1 sweep point(s) failed: optim.lr=fast optim.max_steps=3" in proc.stderr
+    assert (tmp_path / "runs" / "tiny" / "optim.lr=0.001,optim.max_steps=3" / "seed=0" / "final.json").is_file()
