@@ -99,8 +99,8 @@ def summary_table(final: dict, run_dir: Path, manifest: dict | None = None) -> s
 
     lines = [f"run dir: {run_dir}"]
     if manifest:
-        drops = sum(s["dropped"] and sum(s["dropped"].values()) or 0 for s in manifest["sources"])
-        lines.append(f"data:    {manifest['pairs']} curated pairs ({drops} rows dropped; see data/manifest.json)")
+        lines.append(f"data:    {manifest['pairs']} curated pairs ({manifest['dropped']} rows dropped; "
+                     "see data/manifest.json)")
     t = final.get("train") or {}
     if t.get("steps"):
         lines.append(f"train:   {t['steps']} steps, {t['pairs_trained']} pairs, {t['seconds']:.1f} s "

@@ -14,6 +14,7 @@ Every file is written to a temp file and renamed, so a killed run never leaves a
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -26,6 +27,7 @@ from pathlib import Path
 FINAL = "final.json"
 # Overrides that do not change what a run computes, or that already name the path elsewhere.
 _NOT_IN_RUN_NAME = ("seed", "runs_root", "force", "experiment")
+_MAX_NAME = 200
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -69,8 +71,13 @@ def run_name(overrides: Iterable[str]) -> str:
         key = o.split("=", 1)[0].lstrip("+~")
         if key in _NOT_IN_RUN_NAME or key.startswith("hydra"):
             continue
-        kept.append(o.replace("/", "_").replace(" ", ""))
-    return ",".join(sorted(kept)) or "default"
+        kept.append(o.replace("/", "_").replace(" ", "").replace("'", "").replace('"', ""))
+    name = ",".join(sorted(kept)) or "default"
+    if len(name.encode()) > _MAX_NAME:
+        # File systems cap a path component at 255 bytes: keep a readable prefix plus a hash of the whole.
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        name = name.encode()[: _MAX_NAME - 13].decode(errors="ignore") + "~" + digest
+    return name
 
 
 def run_dir_for(runs_root: str | Path, experiment: str, overrides: Iterable[str], seed: int) -> Path:

@@ -72,3 +72,9 @@ def test_run_dirs_are_deterministic_and_distinct():
     assert run_name([]) == "default"
     assert run_name(["experiment=tiny", "runs_root=/x", "force=true"]) == "default"
     assert run_dir_for("runs", "tiny", ["loss=bt"], 0) != run_dir_for("runs", "tiny", ["loss=hinge"], 0)
+
+
+def test_long_override_values_give_short_distinct_names():
+    a = run_name([f"model.path='/very/long/{'x' * 300}/a'"])
+    b = run_name([f"model.path='/very/long/{'x' * 300}/b'"])
+    assert a != b and len(a.encode()) <= 200 and "'" not in a and "/" not in a

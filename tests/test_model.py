@@ -91,3 +91,34 @@ def test_global_batch_is_fixed_across_world_sizes():
     assert accumulation_steps(128, 1, 64) == 2
     with pytest.raises(ValueError, match="not a multiple"):
         accumulation_steps(128, 3, 1)
+
+
+def test_tokenizer_that_adds_bos_itself_still_gives_one_bos(tok, tmp_path):
+    """Real Llama-3 / Gemma-2 tokenizers add BOS on encode *and* write it in the chat template."""
+    from tokenizers import processors
+
+    tok2 = build_tiny_tokenizer(TEXTS, vocab_size=300)
+    tok2.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{tok2.bos_token} $A", special_tokens=[(tok2.bos_token, tok2.bos_token_id)])
+    assert tok2("x")["input_ids"][0] == tok2.bos_token_id  # the tokenizer adds BOS by default
+    ids = encode_conversation(tok2, CONV)
+    assert ids.count(tok2.bos_token_id) == 1
+
+
+def test_a_gemma2_reward_model_folder_loads_and_scores_through_the_same_path(tok, tmp_path):
+    """Gemma-2 (eager attention, head_dim set) saved offline, loaded with load_pretrained like a Hub id."""
+    from transformers import Gemma2Config, Gemma2ForSequenceClassification
+
+    from repro.evaluate import score_rows
+
+    cfg = Gemma2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_labels=1,
+                       pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    save(Gemma2ForSequenceClassification(cfg), tok, tmp_path / "gemma")
+    model, tok2 = load_pretrained(str(tmp_path / "gemma"), attn_implementation="eager")
+    assert type(model).__name__ == "Gemma2ForSequenceClassification"
+    rows = [{"id": i, "subset": "hep-go", "prompt": CONV, "chosen": "The sky is blue.", "rejected": "Green."}
+            for i in range(3)]
+    out = score_rows(model, tok2, rows, batch_size=2)
+    assert len(out) == 3 and out["score_chosen"].nunique() == 1  # same input, same score, across batches

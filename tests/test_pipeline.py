@@ -165,3 +165,14 @@ def test_a_failing_sweep_point_does_not_stop_the_others_but_fails_the_sweep(tmp_
     assert "optim.lr: expected float, got 'fast'" in proc.stderr
     assert "1 sweep point(s) failed: optim.lr=fast optim.max_steps=3" in proc.stderr
     assert (tmp_path / "runs" / "tiny" / "optim.lr=0.001,optim.max_steps=3" / "seed=0" / "final.json").is_file()
+
+
+def test_training_a_local_checkpoint_folder_goes_through_the_hub_loading_path(default_run, tmp_path):
+    """`model=llama31_8b model.path=FOLDER`: the code that loads the real backbone, on an offline folder."""
+    folder = default_run["run_dir"] / "model"
+    proc = run_cli(["-m", "repro.train", "model=llama31_8b", f"model.path='{folder}'", "model.dtype=float32",
+                    "optim.max_steps=3"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (run_dir,) = (tmp_path / "runs" / "tiny").glob("*/seed=0")
+    assert json.loads((run_dir / "train.json").read_text())["steps"] == 3
+    assert json.loads((run_dir / "final.json").read_text())["run"]["model"] == "llama31_8b"
