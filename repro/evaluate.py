@@ -6,6 +6,9 @@
         score a trained run's model on RewardBench and write eval/ + final.json into the run dir
     python -m repro.evaluate --model Skywork/Skywork-Reward-Llama-3.1-8B --out DIR
         score any Hugging Face sequence-classification reward model (Hub id or local folder)
+    python -m repro.evaluate --compare RUN_A RUN_B
+        paired comparison on the same rows: A - B per section and Score, 95% paired-bootstrap interval,
+        sign-flip permutation p-value (JSON out)
 
 Scoring follows the official script: each conversation is [user: prompt, assistant: response] rendered
 with the model's chat template (no doubled BOS), truncated from the left, scored by the raw logit;
@@ -61,13 +64,17 @@ def to_best_device(model, cpu: bool = False):
     return model.to("cuda") if torch.cuda.is_available() and not cpu else model
 
 
-def summarize(per_example, *, weights: str = "current") -> dict:
-    """Subset accuracies/counts, sections and Score from a per-example table."""
+def summarize(per_example, *, weights: str = "current", n_boot: int = 2000) -> dict:
+    """Subset accuracies/counts, sections, Score and their 95% stratified-bootstrap intervals."""
+    from repro.eval.stats import bootstrap_ci
+
     acc = rb.subset_accuracies(per_example["subset"], per_example["correct"])
     counts = per_example.groupby("subset").size().to_dict()
     scores = rb.score(acc, weights=weights)
+    ci = bootstrap_ci(per_example["subset"], per_example["correct"], weights=weights, n_boot=n_boot)
     return {"subsets": {s: {"accuracy": acc[s], "n": int(counts[s])} for s in acc},
             "sections": {k: v for k, v in scores.items() if k != "Score"}, "Score": scores["Score"],
+            "ci95": {k: [v["low"], v["high"]] for k, v in ci.items()},
             "weights": weights}
 
 
@@ -83,12 +90,36 @@ def write_eval(out_dir: str | Path, per_example, summary: dict, *, model_name: s
 
 def format_table(summary: dict, title: str = "") -> str:
     lines = [title] if title else []
-    lines.append(f"{'section':<12}{'accuracy':>10}")
-    for k, v in summary["sections"].items():
-        lines.append(f"{k:<12}{100 * v:>10.2f}")
-    lines.append(f"{'Score':<12}{100 * summary['Score']:>10.2f}")
-    lines.append(f"(RewardBench weights: {summary['weights']}; percentages)")
+    ci = summary.get("ci95") or {}
+    lines.append(f"{'section':<12}{'accuracy':>10}  {'95% CI' if ci else ''}")
+    for k, v in [*summary["sections"].items(), ("Score", summary["Score"])]:
+        interval = f"  [{100 * ci[k][0]:.2f}, {100 * ci[k][1]:.2f}]" if k in ci else ""
+        lines.append(f"{k:<12}{100 * v:>10.2f}{interval}")
+    lines.append(f"(percentages; RewardBench weights: {summary['weights']}"
+                 + ("; 95% stratified bootstrap over examples)" if ci else ")"))
     return "\n".join(lines)
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, *, weights: str = "current") -> dict:
+    """Paired comparison of two evaluated run dirs (or eval folders) on the same RewardBench rows."""
+    import pandas as pd
+
+    from repro.eval.stats import paired_test
+
+    def per_example(path) -> "pd.DataFrame":
+        path = Path(path)
+        f = path / "eval" / "per_example.parquet" if (path / "eval").is_dir() else path / "per_example.parquet"
+        if not f.is_file():
+            raise FileNotFoundError(f"{path}: no per_example.parquet (is it an evaluated run dir?)")
+        return pd.read_parquet(f)
+
+    a, b = per_example(run_a), per_example(run_b)
+    merged = a.merge(b, on=["id", "subset"], suffixes=("_a", "_b"), validate="one_to_one")
+    if len(merged) != len(a) or len(merged) != len(b):
+        raise ValueError(f"{run_a} and {run_b} were evaluated on different rows "
+                         f"({len(a)} and {len(b)} rows, {len(merged)} shared)")
+    return {"a": str(run_a), "b": str(run_b), "weights": weights, "examples": len(merged),
+            "a_minus_b": paired_test(merged["subset"], merged["correct_a"], merged["correct_b"], weights=weights)}
 
 
 def _from_subsets(path: str, weights: str) -> dict:
@@ -102,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--from-subsets", metavar="FILE.json", help="per-subset accuracies (run_rm.py format)")
     what.add_argument("--run-dir", help="a run dir of this package: score its model, write eval/ and final.json")
     what.add_argument("--model", help="Hub id or folder of any sequence-classification reward model")
+    what.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
+                      help="paired comparison of two evaluated runs: A - B, bootstrap CI, permutation p-value")
     ap.add_argument("--weights", default="current", choices=sorted(rb.WEIGHTS),
                     help="current (default) or legacy (swapped xstest weights, as in the paper)")
     ap.add_argument("--data", default="allenai/reward-bench", help="RewardBench dataset: Hub id, folder or fixture:reward-bench")
@@ -114,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.from_subsets:
             print(json.dumps(_from_subsets(args.from_subsets, args.weights), indent=2))
+            return 0
+        if args.compare:
+            print(json.dumps(compare_runs(*args.compare, weights=args.weights), indent=2))
             return 0
         if args.run_dir:
             from repro.pipeline import evaluate_run

@@ -55,6 +55,7 @@ def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
                 "data": cfg.data.name, "model": cfg.model.name, "loss": cfg.loss.name},
         "sections": summary["sections"],
         "Score": summary["Score"],
+        "ci95": summary["ci95"],
         "weights": weights,
         "eval": {"path": cfg.eval.path, "split": cfg.eval.split, "examples": len(per_example)},
         "train": {k: train_summary.get(k) for k in ("steps", "seconds", "pairs_per_second", "pairs_trained")},

@@ -26,6 +26,9 @@ def test_default_run_writes_the_results_contract(default_run):
     final = json.loads((run_dir / "final.json").read_text())
     assert set(final["sections"]) == set(SECTIONS)
     assert final["Score"] == pytest.approx(sum(final["sections"].values()) / 4)
+    assert set(final["ci95"]) == set(SECTIONS) | {"Score"}
+    point = final["sections"] | {"Score": final["Score"]}
+    assert all(lo - 1e-9 <= point[k] <= hi + 1e-9 for k, (lo, hi) in final["ci95"].items()), final
     assert final["run"] == {"experiment": "tiny", "name": "default", "seed": 0, "data": "fixture",
                             "model": "tiny_llama", "loss": "bt"}
     per_example = pd.read_parquet(run_dir / "eval" / "per_example.parquet")
@@ -79,6 +82,16 @@ def test_multirun_gives_one_deterministic_dir_per_point(tmp_path):
         assert config_mod.load(d / "config.yaml").loss.name == loss
     a, b = (pd.read_parquet(d / "eval" / "per_example.parquet") for d in dirs.values())
     assert not a["score_chosen"].equals(b["score_chosen"])  # the loss really changed the training
+    # the two points compared on the same rows: A - B with a paired interval and p-value
+    proc = run_cli(["-m", "repro.evaluate", "--compare", str(dirs["bt"]), str(dirs["hinge"])], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    score = res["a_minus_b"]["Score"]
+    assert res["examples"] == len(a) and score["low"] <= score["difference"] <= score["high"]
+    assert score["difference"] == pytest.approx(
+        json.loads((dirs["bt"] / "final.json").read_text())["Score"]
+        - json.loads((dirs["hinge"] / "final.json").read_text())["Score"])
+    assert 0 < score["p_value"] <= 1
 
 
 def test_one_process_with_accumulation_equals_two_ddp_processes(tmp_path):
