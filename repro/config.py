@@ -117,7 +117,7 @@ def _convert(tp, value, key: str):
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _build(tp, value, key)
+        return build_dataclass(tp, value, key)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None:
@@ -143,7 +143,7 @@ def _convert(tp, value, key: str):
     raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
 
 
-def _build(cls, data: dict, prefix: str = ""):
+def build_dataclass(cls, data: dict, prefix: str = ""):
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -157,7 +157,7 @@ def _build(cls, data: dict, prefix: str = ""):
 
 def from_dict(data: dict) -> RunConfig:
     """Build and validate a RunConfig from a plain (resolved) dict."""
-    cfg = _build(RunConfig, data)
+    cfg = build_dataclass(RunConfig, data)
     validate(cfg)
     return cfg
 

@@ -109,3 +109,26 @@ def test_nan_score_and_bad_prompt_are_drop_reasons():
 def test_registry_names_every_loader():
     assert "skywork80k" in SOURCES
     assert json.dumps(mixture.build(DataConfig(sources=[SourceConfig()]))[1])  # manifest is JSON-serialisable
+
+
+def test_curate_cli_writes_the_released_format_that_reads_back(tmp_path):
+    from repro.curate import main as curate_main
+
+    out = tmp_path / "curated"
+    assert curate_main(["--data", "fixture", "--out", str(out), "--skywork-format"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["pairs"] == 1180 and manifest["sources"][0]["dropped"]["empty response"] == 1
+    # the released layout: a folder with data/train-00000-of-00001.parquet reads through the same loader
+    (tmp_path / "released" / "data").mkdir(parents=True)
+    (out / "train-00000-of-00001.parquet").rename(tmp_path / "released" / "data" / "train-00000-of-00001.parquet")
+    again, drops = skywork80k.load(str(tmp_path / "released"))
+    assert not drops and [(p["prompt"], p["chosen"], p["rejected"], p["source"]) for p in again] == \
+        [(p["prompt"], p["chosen"], p["rejected"], p["source"]) for p in pq.read_table(out / "pairs.parquet").to_pylist()]
+
+
+def test_curate_cli_unknown_preset_lists_the_valid_ones(capsys):
+    from repro.curate import main as curate_main
+
+    assert curate_main(["--data", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "data='nope' is not a known preset" in err and "fixture" in err and "skywork80k_v01" in err

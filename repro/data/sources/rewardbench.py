@@ -6,12 +6,16 @@ Evaluation rows are never dropped: a row that cannot be scored is an error namin
 """
 from __future__ import annotations
 
+import pyarrow as pa
+
 from repro.data.hub import load_split
 from repro.data.schema import DataError
 from repro.eval.rewardbench import SUBSETS
 
 HUB_ID = "allenai/reward-bench"
 COLUMNS = ("prompt", "chosen", "chosen_model", "rejected", "rejected_model", "subset", "id")
+# The on-disk schema of data/filtered-00000-of-00001.parquet.
+SCHEMA = pa.schema([(c, pa.int64() if c == "id" else pa.string()) for c in COLUMNS])
 
 
 def load(path: str = HUB_ID, split: str = "filtered", *, require_all_subsets: bool = True) -> list[dict]:

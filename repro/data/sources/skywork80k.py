@@ -7,11 +7,16 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pyarrow as pa
+
 from repro.data.hub import load_split
 from repro.data.schema import DataError, make_pair, pair_problem
 
 HUB_ID = "Skywork/Skywork-Reward-Preference-80K-v0.1"
 COLUMNS = ("chosen", "rejected", "source")
+MESSAGE = pa.struct([("content", pa.string()), ("role", pa.string())])
+# The on-disk schema of data/train-00000-of-00001.parquet (fixtures and --skywork-format copy it).
+SCHEMA = pa.schema([("chosen", pa.list_(MESSAGE)), ("rejected", pa.list_(MESSAGE)), ("source", pa.string())])
 
 
 def conversation_pair(chosen: list, rejected: list) -> tuple[list, str, str] | str:

@@ -1,0 +1,94 @@
+"""Build a curated dataset only: `python -m repro.curate [--data NAME] [--out DIR] [--skywork-format]`.
+
+Reads the data preset `conf/data/NAME.yaml` (plain YAML, validated into `repro.config.DataConfig`),
+runs every source loader and curation step, and writes into `--out`:
+
+    pairs.parquet         canonical pairs (id, source, prompt, chosen, rejected, category, score)
+    manifest.json         per source: rows read, pairs kept, drops by reason; SHA-256 of the pairs
+    train-00000-of-00001.parquet   with --skywork-format: the released Skywork-Reward-Preference-80K layout
+                          (chosen/rejected conversations + source), to diff against the released set
+
+and prints the per-source counts and drop reasons.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from repro import config as config_mod
+from repro.data.schema import DataError
+
+CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
+
+
+def data_config(name_or_file: str) -> config_mod.DataConfig:
+    path = Path(name_or_file)
+    if not path.suffix:
+        path = CONF_DATA / f"{name_or_file}.yaml"
+        if not path.is_file():
+            names = sorted(p.stem for p in CONF_DATA.glob("*.yaml"))
+            raise config_mod.ConfigError(f"data={name_or_file!r} is not a known preset; valid: {', '.join(names)}")
+    if not path.is_file():
+        raise config_mod.ConfigError(f"{path}: data config file not found")
+    cfg = config_mod.build_dataclass(config_mod.DataConfig, yaml.safe_load(path.read_text()) or {}, "data")
+    config_mod.validate(config_mod.RunConfig(data=cfg))
+    return cfg
+
+
+def to_skywork_rows(pairs: list[dict]) -> list[dict]:
+    """Canonical pairs in the released 80K schema: full conversations and the source string."""
+    def conv(prompt, answer):
+        return [{"content": m["content"], "role": m["role"]} for m in prompt] + \
+            [{"content": answer, "role": "assistant"}]
+
+    return [{"chosen": conv(p["prompt"], p["chosen"]), "rejected": conv(p["prompt"], p["rejected"]),
+             "source": p["source"]} for p in pairs]
+
+
+def format_manifest(manifest: dict) -> str:
+    lines = [f"{'source':<16}{'read':>9}{'kept':>9}{'dropped':>9}  reasons"]
+    for s in manifest["sources"]:
+        dropped = sum(s["dropped"].values())
+        reasons = "; ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"
+        lines.append(f"{s['name']:<16}{s['rows_read']:>9}{s['kept']:>9}{dropped:>9}  {reasons}")
+    lines.append(f"{'total':<16}{'':>9}{manifest['pairs']:>9}{manifest['dropped']:>9}")
+    lines.append("pairs by source value: " + ", ".join(f"{k} {v}" for k, v in manifest["pairs_by_source_value"].items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m repro.curate", description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="fixture", help="a preset name in conf/data/ or a YAML file")
+    ap.add_argument("--out", type=Path, default=Path("curated"), help="output folder (default ./curated)")
+    ap.add_argument("--skywork-format", action="store_true", help="also write the released 80K parquet layout")
+    args = ap.parse_args(argv)
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from repro.data.mixture import PAIR_SCHEMA, build
+        from repro.data.sources.skywork80k import SCHEMA as SKYWORK_SCHEMA
+        from repro.results import atomic_write_json
+
+        cfg = data_config(args.data)
+        pairs, manifest = build(cfg)
+        args.out.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(pairs, schema=PAIR_SCHEMA), args.out / "pairs.parquet")
+        if args.skywork_format:
+            pq.write_table(pa.Table.from_pylist(to_skywork_rows(pairs), schema=SKYWORK_SCHEMA),
+                           args.out / "train-00000-of-00001.parquet")
+        atomic_write_json(args.out / "manifest.json", manifest)
+    except (config_mod.ConfigError, DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_manifest(manifest))
+    print(f"wrote {args.out}/ (pairs.parquet, manifest.json{', train-00000-of-00001.parquet' if args.skywork_format else ''})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
