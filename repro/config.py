@@ -47,7 +47,8 @@ class TinyModelConfig:
 class ModelConfig:
     name: str = "tiny_llama"          # key of repro.model.BACKBONES
     path: str | None = None           # overrides the Hub id: a local checkpoint folder
-    dtype: str = "float32"            # bf16 on GPU for the paper backbones; fp32 on CPU
+    dtype: str = "float32"            # compute dtype. bfloat16 (GPU): bf16 autocast over fp32 master weights in
+                                      # training, bf16 weights in evaluation. fp32 on CPU (no bf16 hardware).
     attn_implementation: str | None = None  # Gemma-2 needs "eager" or "flash_attention_2" (not sdpa)
     trust_remote_code: bool = False
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
@@ -79,7 +80,6 @@ class LauncherConfig:
     name: str = "local"               # local (in-process) | accelerate (a subprocess per rank)
     num_processes: int = 1
     num_machines: int = 1
-    deepspeed_config: str | None = None
     cpu: bool = False                 # force CPU workers (gloo) even where CUDA exists
 
 
@@ -186,9 +186,19 @@ def validate(cfg: RunConfig) -> None:
     o = cfg.optim
     for key, value in (("optim.global_batch_size", o.global_batch_size),
                        ("optim.per_device_batch_size", o.per_device_batch_size), ("optim.epochs", o.epochs),
-                       ("launcher.num_processes", cfg.launcher.num_processes), ("eval.batch_size", cfg.eval.batch_size)):
+                       ("optim.log_every", o.log_every), ("launcher.num_processes", cfg.launcher.num_processes),
+                       ("launcher.num_machines", cfg.launcher.num_machines), ("eval.batch_size", cfg.eval.batch_size),
+                       ("eval.max_length", cfg.eval.max_length), ("data.max_length", cfg.data.max_length)):
         if value < 1:
             raise ConfigError(f"{key}={value}: must be >= 1")
+    if not o.lr > 0:
+        raise ConfigError(f"optim.lr={o.lr}: must be > 0")
+    if not 0 <= o.warmup_ratio < 1:
+        raise ConfigError(f"optim.warmup_ratio={o.warmup_ratio}: must be in [0, 1)")
+    if o.weight_decay < 0 or o.max_grad_norm <= 0:
+        raise ConfigError("optim.weight_decay must be >= 0 and optim.max_grad_norm > 0")
+    if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
+        raise ConfigError(f"model.dtype={cfg.model.dtype!r}; valid: bfloat16, float16, float32")
     world = cfg.launcher.num_processes * cfg.launcher.num_machines
     if o.global_batch_size % (o.per_device_batch_size * world):
         raise ConfigError(f"optim.global_batch_size={o.global_batch_size} is not a multiple of "

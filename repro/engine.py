@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from repro.data.batching import PairCollator, length_grouped_order
+from repro.data.schema import DataError
 from repro.losses import LOSSES
 from repro.results import MetricsLog
 
@@ -53,17 +54,20 @@ def forward_rewards(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
 
 def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_cfg, *, seed: int,
           metrics: MetricsLog) -> dict:
-    """Train `model` in place on tokenised pairs. Returns a summary (steps, final loss, seconds, pairs/s)."""
+    """Train `model` in place on tokenised pairs. Returns a summary (steps, seconds, pairs/s, wrapped model)."""
     o = optim_cfg
     world = accelerator.num_processes
     accum = accumulation_steps(o.global_batch_size, o.per_device_batch_size, world)
+    # accelerate then divides the loss by `accum`, skips the all-reduce on non-final micro-batches and
+    # lets the optimizer step only when `sync_gradients` is set.
+    accelerator.gradient_accumulation_steps = accum
     loss_fn = LOSSES[loss_cfg.name]
 
-    # Length-grouped order over the whole set, reshuffled per epoch; `prepare` shards it across ranks.
     lengths = [max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in examples]
     steps_per_epoch = len(examples) // o.global_batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(examples)} training pairs is less than one global batch ({o.global_batch_size})")
+        raise DataError(f"{len(examples)} training pairs is less than one global batch "
+                        f"(optim.global_batch_size={o.global_batch_size})")
     total_steps = steps_per_epoch * o.epochs
     if o.max_steps > 0:
         total_steps = min(total_steps, o.max_steps)
@@ -84,48 +88,48 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
              o.per_device_batch_size, accum, world, loss_cfg.name)
     model.train()
     step, t0, seen = 0, time.perf_counter(), 0
-    window = {"loss": 0.0, "acc": 0.0, "n": 0}
+    # running sums since the last log line, summed over ranks when logged: [loss, accuracy, micro-batches]
+    window = torch.zeros(3, device=accelerator.device)
     bar = tqdm(total=total_steps, desc="train", disable=not accelerator.is_main_process, unit="step", mininterval=1.0)
     for epoch in range(o.epochs):
         if step >= total_steps:
             break
         # Grouped by the per-device micro-batch and independent of world size: micro-batch k goes to
-        # accumulation slot k % accum on one process, or to rank k % world on several; both sum the
+        # accumulation slot k % accum on one process, or to rank k % world on several; both average the
         # same gradients per step, so 1 and N processes train the same model.
         order = length_grouped_order(lengths, o.per_device_batch_size, seed + epoch)
         # Whole global batches only: the remainder of an epoch is left out rather than a short step.
         order = order[: steps_per_epoch * o.global_batch_size]
         loader = accelerator.prepare(DataLoader([examples[i] for i in order], batch_size=o.per_device_batch_size,
                                                 shuffle=False, collate_fn=collate))
-        micro = 0
         for batch in loader:
-            r_c, r_r = forward_rewards(model, batch)
-            loss = loss_fn(r_c, r_r, loss_cfg)
-            accelerator.backward(loss / accum)
-            window["loss"] += loss.item()
-            window["acc"] += (r_c > r_r).float().mean().item()
-            window["n"] += 1
+            with accelerator.accumulate(model):
+                r_c, r_r = forward_rewards(model, batch)
+                loss = loss_fn(r_c, r_r, loss_cfg)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), o.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            window += torch.stack([loss.detach(), (r_c > r_r).float().mean(), torch.ones((), device=loss.device)])
             seen += r_c.shape[0]
-            micro += 1
-            if micro % accum:
+            if not accelerator.sync_gradients:
                 continue
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), o.max_grad_norm)
-            optimizer.step()
+            lr = scheduler.get_last_lr()[0]  # the rate this update used
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
             step += 1
             bar.update(1)
             if step % o.log_every == 0 or step == total_steps:
-                avg_loss, avg_acc = window["loss"] / window["n"], window["acc"] / window["n"]
-                metrics.log(step, "train", loss=avg_loss, accuracy=avg_acc, lr=scheduler.get_last_lr()[0],
-                            grad_norm=float(grad_norm), epoch=epoch)
+                total = accelerator.reduce(window, reduction="sum")
+                avg_loss, avg_acc = (total[0] / total[2]).item(), (total[1] / total[2]).item()
+                metrics.log(step, "train", loss=avg_loss, accuracy=avg_acc, lr=lr, grad_norm=float(grad_norm),
+                            epoch=epoch)
                 bar.set_postfix(loss=f"{avg_loss:.4f}", acc=f"{avg_acc:.3f}")
-                window = {"loss": 0.0, "acc": 0.0, "n": 0}
+                window.zero_()
             if step >= total_steps:
                 break
     bar.close()
     seconds = time.perf_counter() - t0
     pairs_per_s = seen * world / seconds if seconds else float("nan")
     metrics.log(step, "train", seconds=seconds, pairs_per_second=pairs_per_s)
-    return {"steps": step, "seconds": seconds, "pairs_per_second": pairs_per_s,
-            "model": accelerator.unwrap_model(model)}
+    return {"steps": step, "seconds": seconds, "pairs_per_second": pairs_per_s, "model": model}

@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--model", help="Hub id or folder of any sequence-classification reward model")
     what.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
                       help="paired comparison of two evaluated runs: A - B, bootstrap CI, permutation p-value")
-    ap.add_argument("--weights", default="current", choices=sorted(rb.WEIGHTS),
-                    help="current (default) or legacy (swapped xstest weights, as in the paper)")
+    ap.add_argument("--weights", default=None, choices=sorted(rb.WEIGHTS),
+                    help="current or legacy (swapped xstest weights, as in the paper); default: current, "
+                         "or the run's own eval.weights with --run-dir")
     ap.add_argument("--data", default="allenai/reward-bench", help="RewardBench dataset: Hub id, folder or fixture:reward-bench")
     ap.add_argument("--out", help="output folder for --model")
     ap.add_argument("--batch-size", type=int, default=8)
@@ -146,10 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.from_subsets:
-            print(json.dumps(_from_subsets(args.from_subsets, args.weights), indent=2))
+            print(json.dumps(_from_subsets(args.from_subsets, args.weights or "current"), indent=2))
             return 0
         if args.compare:
-            print(json.dumps(compare_runs(*args.compare, weights=args.weights), indent=2))
+            print(json.dumps(compare_runs(*args.compare, weights=args.weights or "current"), indent=2))
             return 0
         if args.run_dir:
             from repro.pipeline import evaluate_run
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                                      trust_remote_code=args.trust_remote_code)
         model = to_best_device(model)
         per_example = score_rows(model, tok, rb_source.load(args.data), batch_size=args.batch_size)
-        summary = summarize(per_example, weights=args.weights)
+        summary = summarize(per_example, weights=args.weights or "current")
         write_eval(args.out, per_example, summary, model_name=args.model)
         print(format_table(summary, title=f"RewardBench: {args.model}"))
         return 0

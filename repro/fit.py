@@ -42,7 +42,9 @@ def build_backbone(cfg, pairs: list[dict]):
                                     num_heads=m.tiny.num_heads, intermediate_size=m.tiny.intermediate_size,
                                     max_position_embeddings=max(512, cfg.data.max_length), seed=cfg.seed)
         return model, tok
-    return load_pretrained(hub_id, dtype=m.dtype, attn_implementation=m.attn_implementation,
+    # Weights stay fp32 for training (AdamW needs fp32 master weights: updates of ~1e-6 vanish in bf16);
+    # `model.dtype: bfloat16` means bf16 autocast for the compute (see make_accelerator).
+    return load_pretrained(hub_id, dtype="float32", attn_implementation=m.attn_implementation,
                            trust_remote_code=m.trust_remote_code)
 
 
@@ -79,11 +81,11 @@ def fit(run_dir: str | Path) -> dict:
         log.warning("tokenisation dropped %d pairs: %s", sum(drops.values()), dict(drops))
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=accelerator.is_main_process)
     summary = train(accelerator, model, tokenizer, examples, cfg.optim, cfg.loss, seed=cfg.seed, metrics=metrics)
-    wrapped = summary.pop("model")
+    wrapped = summary.pop("model")  # as prepared by accelerate (DDP-wrapped on several processes)
 
     out = run_dir / "model"
     accelerator.wait_for_everyone()
-    state = accelerator.get_state_dict(wrapped)  # gathers ZeRO-3 shards
+    state = accelerator.get_state_dict(wrapped)
     unwrapped = accelerator.unwrap_model(wrapped)
     unwrapped.save_pretrained(out, is_main_process=accelerator.is_main_process, save_function=accelerator.save,
                               state_dict=state, safe_serialization=True)

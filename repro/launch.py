@@ -1,8 +1,8 @@
 """Launchers: how the training worker (`repro.fit`) is started. LAUNCHERS = {name: fn(run_dir, cfg)}.
 
     local       in this process (one CPU or one GPU): no subprocess, fastest start
-    accelerate  `accelerate launch ... -m repro.fit RUN_DIR`: several processes (DDP) or DeepSpeed
-                ZeRO-3 when `launcher.deepspeed_config` names a DeepSpeed JSON
+    accelerate  `accelerate launch --multi_gpu ... -m repro.fit RUN_DIR`: several processes (DDP)
+    (DeepSpeed ZeRO-3, which the 8B/27B backbones need to fit in GPU memory, is planned.)
 
 Hydra multirun never runs inside a distributed launch: the driver (one process per sweep point)
 starts the workers, and the workers read the frozen config.
@@ -39,9 +39,7 @@ def accelerate_command(run_dir: Path, cfg) -> list[str]:
         cmd += ["--machine_rank", os.environ.get("SLURM_NODEID", "0"),
                 "--main_process_ip", os.environ.get("MASTER_ADDR", "127.0.0.1"),
                 "--main_process_port", os.environ.get("MASTER_PORT", "29500")]
-    if la.deepspeed_config:
-        cmd += ["--use_deepspeed", "--deepspeed_config_file", la.deepspeed_config]
-    elif world > 1:
+    if world > 1:
         # On CPU, `--cpu --num_processes N` silently starts one process; --multi_gpu with a gloo
         # Accelerator(cpu=True) in the worker starts N.
         cmd += ["--multi_gpu"]

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from repro import config as config_mod
-from repro.results import FINAL, atomic_write_json, env_info, is_done
+from repro.results import FINAL, MetricsLog, atomic_write_json, env_info, is_done
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,24 @@ def _file_logging(run_dir: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     return handler
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def config_changes(old, new) -> list[str]:
+    """Dotted keys whose values differ between two RunConfigs, as 'key: old -> new'.
+
+    `force` and `runs_root` are left out: they say where and whether to run, not what a run computes.
+    """
+    a, b = _flatten(config_mod.to_dict(old)), _flatten(config_mod.to_dict(new))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if k not in ("force", "runs_root") and a.get(k) != b.get(k)]
 
 
 def curate_into(cfg, run_dir: Path) -> dict:
@@ -60,11 +78,6 @@ def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
         "eval": {"path": cfg.eval.path, "split": cfg.eval.split, "examples": len(per_example)},
         "train": {k: train_summary.get(k) for k in ("steps", "seconds", "pairs_per_second", "pairs_trained")},
     }
-    from repro.results import MetricsLog
-
-    MetricsLog(run_dir / "metrics.jsonl").log(final["train"].get("steps") or 0, "eval",
-                                              **{k: v for k, v in summary["sections"].items()},
-                                              Score=summary["Score"])
     atomic_write_json(run_dir / FINAL, final)
     return final
 
@@ -75,6 +88,12 @@ def run(cfg, run_dir: str | Path) -> tuple[dict, bool]:
 
     run_dir = Path(run_dir)
     if is_done(run_dir) and not cfg.force:
+        changed = config_changes(config_mod.load(run_dir / "config.yaml"), cfg)
+        if changed:
+            raise config_mod.ConfigError(
+                f"{run_dir} holds a finished run with a different config ({'; '.join(changed[:5])}"
+                f"{'; ...' if len(changed) > 5 else ''}): a preset or default changed since it ran. "
+                "Rerun it with force=true, or use another runs_root")
         return json.loads((run_dir / FINAL).read_text()), True
     if run_dir.exists():
         # An unfinished or forced run starts over: stale checkpoints/metrics would mix with new ones.
@@ -88,7 +107,10 @@ def run(cfg, run_dir: str | Path) -> tuple[dict, bool]:
         manifest = curate_into(cfg, run_dir)
         log.info("curated %d pairs (%d dropped) for data=%s", manifest["pairs"], manifest["dropped"], cfg.data.name)
         LAUNCHERS[cfg.launcher.name](run_dir, cfg)
-        return evaluate_run(run_dir), False
+        final = evaluate_run(run_dir)
+        MetricsLog(run_dir / "metrics.jsonl").log(final["train"].get("steps") or 0, "eval",
+                                                  **final["sections"], Score=final["Score"])
+        return final, False
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()

@@ -78,3 +78,16 @@ def test_long_override_values_give_short_distinct_names():
     a = run_name([f"model.path='/very/long/{'x' * 300}/a'"])
     b = run_name([f"model.path='/very/long/{'x' * 300}/b'"])
     assert a != b and len(a.encode()) <= 200 and "'" not in a and "/" not in a
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["launcher.num_machines=0"], "launcher.num_machines=0"),
+    (["optim.log_every=0"], "optim.log_every=0"),
+    (["eval.max_length=0"], "eval.max_length=0"),
+    (["optim.warmup_ratio=1.5"], "optim.warmup_ratio"),
+    (["optim.lr=-1"], "optim.lr"),
+    (["model.dtype=int8"], "model.dtype"),
+])
+def test_out_of_range_values_are_refused_before_any_work(overrides, needle):
+    with pytest.raises(config_mod.ConfigError, match=needle.replace(".", r"\.")):
+        composed(overrides)

@@ -17,14 +17,15 @@ def test_skywork_fixture_counts_and_drop_reasons():
     pairs, drops = skywork80k.load("fixture:skywork80k")
     assert len(pairs) == 1180
     assert dict(drops) == {"identical chosen and rejected": 1, "empty response": 1,
-                           "chosen and rejected prompts differ": 1, "last turn is not from the assistant": 1}
+                           "chosen and rejected prompts differ": 1, "last turn is not from the assistant": 1,
+                           "message with a missing or non-string role/content": 1, "missing source": 1}
     sources = {p["source"] for p in pairs}
     assert sources == {"helpsteer2", "offsetbias", "wildguard", "magpie_ultra", "magpie_pro_llama3.1",
                        "magpie_pro", "magpie_air"}
     multi = [p for p in pairs if len(p["prompt"]) > 1]
     assert multi and all(p["source"] == "helpsteer2" for p in multi)
     assert all(p["prompt"][-1]["role"] == "user" and pair_problem(p) is None for p in pairs)
-    assert len({p["id"] for p in pairs}) == len(pairs)
+    assert len({p["id"] for p in pairs}) == len(pairs) and pairs[0]["id"] == "fixture:skywork80k:train:0"
 
 
 def test_rewardbench_fixture_has_every_subset_in_the_real_schema():
@@ -45,8 +46,8 @@ def test_fixtures_are_regenerated_identically(tmp_path):
 def test_curation_manifest_and_cache(tmp_path):
     cfg = DataConfig()
     pairs, manifest, folder = mixture.curate(cfg, tmp_path)
-    assert manifest["pairs"] == len(pairs) == 1180 and manifest["dropped"] == 4
-    assert manifest["sources"][0]["rows_read"] == 1184
+    assert manifest["pairs"] == len(pairs) == 1180 and manifest["dropped"] == 6
+    assert manifest["sources"][0]["rows_read"] == 1186
     assert manifest["sha256"] == mixture.pairs_sha256(pairs)
     again, manifest2, folder2 = mixture.curate(cfg, tmp_path)  # served from the cache
     assert folder2 == folder and manifest2 == manifest and again == pairs

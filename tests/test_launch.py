@@ -19,13 +19,12 @@ def test_single_node_ddp_command():
     assert "--cpu" not in cmd  # accelerate's --cpu would silently start one process
 
 
-def test_multi_node_and_deepspeed_flags(monkeypatch):
+def test_multi_node_flags(monkeypatch):
     monkeypatch.setenv("SLURM_NODEID", "1")
     monkeypatch.setenv("MASTER_ADDR", "node-a")
-    cmd = accelerate_command("RUN", cfg_with(num_processes=8, num_machines=2, deepspeed_config="zero3.json"))
+    cmd = accelerate_command("RUN", cfg_with(num_processes=8, num_machines=2))
     assert cmd[cmd.index("--num_processes") + 1] == "16"  # accelerate counts processes over all machines
     assert cmd[cmd.index("--machine_rank") + 1] == "1" and cmd[cmd.index("--main_process_ip") + 1] == "node-a"
-    assert cmd[cmd.index("--deepspeed_config_file") + 1] == "zero3.json" and "--multi_gpu" not in cmd
 
 
 def test_local_launcher_refuses_several_processes():

@@ -122,3 +122,14 @@ def test_a_gemma2_reward_model_folder_loads_and_scores_through_the_same_path(tok
             for i in range(3)]
     out = score_rows(model, tok2, rows, batch_size=2)
     assert len(out) == 3 and out["score_chosen"].nunique() == 1  # same input, same score, across batches
+
+
+def test_checkpoints_train_with_fp32_master_weights_even_for_bf16_compute(tok, tmp_path):
+    """`model.dtype=bfloat16` is bf16 compute; AdamW must update fp32 weights (1e-6 steps vanish in bf16)."""
+    from repro.config import ModelConfig, RunConfig
+    from repro.fit import build_backbone
+
+    save(build_tiny_backbone(tok), tok, tmp_path / "m")
+    cfg = RunConfig(model=ModelConfig(name="llama31_8b", path=str(tmp_path / "m"), dtype="bfloat16"))
+    model, _ = build_backbone(cfg, pairs=[])
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

@@ -42,7 +42,7 @@ def test_default_run_writes_the_results_contract(default_run):
     env = json.loads((run_dir / "env.json").read_text())
     assert env["world_size"] == 1 and env["versions"]["torch"]
     manifest = json.loads((run_dir / "data" / "manifest.json").read_text())
-    assert manifest["pairs"] == 1180 and manifest["dropped"] == 4
+    assert manifest["pairs"] == 1180 and manifest["dropped"] == 6
     out = default_run["proc"].stdout
     assert str(run_dir) in out and re.search(r"Score\s+\d+\.\d\d", out)
     assert collect(default_run["cwd"] / "runs").loc[0, "Score"] == final["Score"]
@@ -71,6 +71,21 @@ def test_second_invocation_skips_the_finished_run(default_run):
     assert proc.returncode == 0, proc.stderr
     assert "skipping finished run" in proc.stdout and str(default_run["run_dir"]) in proc.stdout
     assert final.stat().st_mtime_ns == stamp
+
+
+def test_a_finished_run_whose_config_changed_is_not_silently_reused(default_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    run_dir = tmp_path / "runs" / "tiny" / "default" / "seed=0"
+    shutil.copytree(default_run["run_dir"], run_dir)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["optim"]["lr"] = 0.5  # as if the preset had been edited after the run
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = run_cli(["-m", "repro.train"], tmp_path)
+    assert proc.returncode == 2
+    assert "different config (optim.lr: 0.5 -> 0.001)" in proc.stderr and "force=true" in proc.stderr
 
 
 def test_multirun_gives_one_deterministic_dir_per_point(tmp_path):
@@ -108,6 +123,15 @@ def test_one_process_with_accumulation_equals_two_ddp_processes(tmp_path):
     a, b = (pd.read_parquet(d / "eval" / "per_example.parquet") for d in (d1, d2))
     assert (a["score_chosen"] - b["score_chosen"]).abs().max() < 1e-4
     assert (a["score_rejected"] - b["score_rejected"]).abs().max() < 1e-4
+
+    def train_log(d):
+        rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        return {(r["step"], r["metric"]): r["value"] for r in rows
+                if r["split"] == "train" and r["metric"] in ("loss", "accuracy", "lr")}
+
+    one_log, two_log = train_log(d1), train_log(d2)  # logged over all ranks, not rank 0 alone
+    assert one_log.keys() == two_log.keys() and one_log
+    assert all(abs(one_log[k] - two_log[k]) < 1e-5 for k in one_log)
 
 
 @pytest.mark.parametrize("args,needles", [
@@ -161,8 +185,13 @@ def test_rescoring_a_run_with_legacy_weights(default_run, tmp_path):
 
     run_dir = tmp_path / "copy"
     shutil.copytree(default_run["run_dir"], run_dir)
+    metrics_before = (run_dir / "metrics.jsonl").read_text()
+    proc = run_cli(["-m", "repro.evaluate", "--run-dir", str(run_dir)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((run_dir / "final.json").read_text())["weights"] == "current"  # the run's own weighting
     proc = run_cli(["-m", "repro.evaluate", "--run-dir", str(run_dir), "--weights", "legacy"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (run_dir / "metrics.jsonl").read_text() == metrics_before  # re-scoring does not rewrite history
     final = json.loads((run_dir / "final.json").read_text())
     assert final["weights"] == "legacy"
     per_example = pd.read_parquet(run_dir / "eval" / "per_example.parquet")

@@ -40,5 +40,8 @@ def length_grouped_order(lengths: list[int], batch_size: int, seed: int, mega: i
     for start in range(0, len(idx), size):
         chunk = sorted(idx[start : start + size], key=lambda i: -lengths[i])
         batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return [i for b in batches for i in b]
+    # Ragged batches (the tail of each mega-batch) go last, so every full batch stays aligned with the
+    # fixed-size cuts of the DataLoader; the trainer drops the incomplete tail of an epoch anyway.
+    full = [b for b in batches if len(b) == batch_size]
+    rng.shuffle(full)
+    return [i for b in full + [b for b in batches if len(b) < batch_size] for i in b]

@@ -17,6 +17,11 @@ def looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or Path(path).exists()
 
 
+def dataset_tag(path: str) -> str:
+    """A short, machine-independent name for a dataset: the Hub id, `fixture:<name>`, or a folder's name."""
+    return Path(path).expanduser().name if looks_local(path) and not path.startswith("fixture:") else path
+
+
 def load_split(path: str, split: str, *, name: str | None = None, data_dir: str | None = None,
                columns: Iterable[str] = ()):
     """`load_dataset(path, name, data_dir=..., split=split)` with clear errors and a column check."""

@@ -12,6 +12,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -86,8 +88,11 @@ def curate(data_cfg, cache_root: str | Path) -> tuple[list[dict], dict, Path]:
 
         raise DataError(f"curation of data={data_cfg.name!r} kept no pairs: {manifest['sources']}")
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = pairs_path.with_name(".pairs.parquet.tmp")
+    # Unique temp names: parallel sweep points curating the same data may race here; each writes the
+    # same bytes, and whichever rename lands last leaves a complete entry.
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".pairs.", suffix=".parquet.tmp")
+    os.close(fd)
     pq.write_table(pa.Table.from_pylist(pairs, schema=PAIR_SCHEMA), tmp)
-    tmp.replace(pairs_path)
+    os.replace(tmp, pairs_path)
     atomic_write_json(manifest_path, manifest)  # written last: its presence marks a complete cache entry
     return pairs, manifest, folder

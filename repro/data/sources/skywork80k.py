@@ -9,7 +9,7 @@ from collections import Counter
 
 import pyarrow as pa
 
-from repro.data.hub import load_split
+from repro.data.hub import dataset_tag, load_split
 from repro.data.schema import DataError, make_pair, pair_problem
 
 HUB_ID = "Skywork/Skywork-Reward-Preference-80K-v0.1"
@@ -25,6 +25,9 @@ def conversation_pair(chosen: list, rejected: list) -> tuple[list, str, str] | s
         return "empty conversation"
     if chosen[-1].get("role") != "assistant" or rejected[-1].get("role") != "assistant":
         return "last turn is not from the assistant"
+    for m in (*chosen, *rejected):
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or not isinstance(m.get("role"), str):
+            return "message with a missing or non-string role/content"
     if list(map(dict, chosen[:-1])) != list(map(dict, rejected[:-1])):
         return "chosen and rejected prompts differ"
     return list(chosen[:-1]), chosen[-1]["content"], rejected[-1]["content"]
@@ -32,6 +35,7 @@ def conversation_pair(chosen: list, rejected: list) -> tuple[list, str, str] | s
 
 def load(path: str = HUB_ID, split: str = "train") -> tuple[list[dict], Counter]:
     ds = load_split(path, split, columns=COLUMNS)
+    tag = dataset_tag(path)
     pairs, drops = [], Counter()
     for i, row in enumerate(ds):
         for key in COLUMNS[:2]:
@@ -42,8 +46,11 @@ def load(path: str = HUB_ID, split: str = "train") -> tuple[list[dict], Counter]
             drops[got] += 1
             continue
         prompt, chosen, rejected = got
-        source = row["source"] if isinstance(row["source"], str) and row["source"] else "unknown"
-        pair = make_pair(id=f"skywork80k:{split}:{i}", source=source, prompt=prompt, chosen=chosen, rejected=rejected)
+        if not isinstance(row["source"], str) or not row["source"]:
+            drops["missing source"] += 1
+            continue
+        pair = make_pair(id=f"{tag}:{split}:{i}", source=row["source"], prompt=prompt, chosen=chosen,
+                         rejected=rejected)
         reason = pair_problem(pair)
         if reason:
             drops[reason] += 1
