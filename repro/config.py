@@ -57,7 +57,13 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     name: str = "bt"                  # key of repro.losses.LOSSES
-    margin: float = 1.0               # hinge margin: our default (paper: not reported)
+    # Table 3 reports no loss hyperparameters: every value below is our default (PAPER.md section 3).
+    margin: float = 1.0               # hinge and margin_mse
+    gamma: float = 2.0                # focal and focal_penalty
+    penalty_weight: float = 0.01      # focal_penalty: lambda of the log-barrier term
+    reward_bound: float = 5.0         # focal_penalty: the barrier keeps rewards inside (-B, B)
+    tempered_t: float = 0.5           # tempered_log
+    temperature: float = 2.0          # temperature_bt
 
 
 @dataclass
@@ -197,6 +203,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"optim.warmup_ratio={o.warmup_ratio}: must be in [0, 1)")
     if o.weight_decay < 0 or o.max_grad_norm <= 0:
         raise ConfigError("optim.weight_decay must be >= 0 and optim.max_grad_norm > 0")
+    if cfg.loss.temperature <= 0 or cfg.loss.reward_bound <= 0 or cfg.loss.gamma < 0:
+        raise ConfigError("loss.temperature and loss.reward_bound must be > 0, loss.gamma >= 0")
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
         raise ConfigError(f"model.dtype={cfg.model.dtype!r}; valid: bfloat16, float16, float32")
     world = cfg.launcher.num_processes * cfg.launcher.num_machines

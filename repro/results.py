@@ -26,7 +26,8 @@ from pathlib import Path
 
 FINAL = "final.json"
 # Overrides that do not change what a run computes, or that already name the path elsewhere.
-_NOT_IN_RUN_NAME = ("seed", "runs_root", "force", "experiment")
+# `sweep` only generates overrides, which name the run themselves.
+_NOT_IN_RUN_NAME = ("seed", "runs_root", "force", "experiment", "sweep")
 _MAX_NAME = 200
 
 

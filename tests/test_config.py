@@ -11,7 +11,7 @@ from repro.results import run_dir_for, run_name
 from conftest import ROOT
 
 CONF = ROOT / "conf"
-GROUPS = ("data", "model", "loss", "optim", "launcher", "experiment")
+GROUPS = ("data", "model", "loss", "optim", "launcher", "experiment", "sweep")
 
 
 def composed(overrides=()):
@@ -54,7 +54,8 @@ def test_frozen_config_round_trips(tmp_path):
 @pytest.mark.parametrize("overrides,needle", [
     (["optim.lr=fast"], "optim.lr"),
     (["+optim.learning_rate=1"], "optim.learning_rate"),
-    (["loss.name=nope"], "loss.name='nope' is not a known name; valid: bt, hinge"),
+    (["loss.name=nope"], "loss.name='nope' is not a known name; valid: bt, focal, focal_penalty, hinge, "
+                           "margin_mse, pointwise_ce, temperature_bt, tempered_log"),
     (["eval.weights=old"], "eval.weights"),
     (["optim.global_batch_size=10", "optim.per_device_batch_size=4"], "optim.global_batch_size=10"),
     (["launcher=accelerate", "launcher.num_processes=3"], "world size 3"),

@@ -218,3 +218,13 @@ def test_training_a_local_checkpoint_folder_goes_through_the_hub_loading_path(de
     (run_dir,) = (tmp_path / "runs" / "tiny").glob("*/seed=0")
     assert json.loads((run_dir / "train.json").read_text())["steps"] == 3
     assert json.loads((run_dir / "final.json").read_text())["run"]["model"] == "llama31_8b"
+
+
+def test_table3_sweep_preset_runs_all_eight_losses(tmp_path):
+    from repro.losses import LOSSES
+
+    proc = run_cli(["-m", "repro.train", "-m", "sweep=table3_losses", "optim.max_steps=2"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    done = {config_mod.load(p.parent / "config.yaml").loss.name
+            for p in (tmp_path / "runs" / "tiny").glob("*/seed=0/final.json")}
+    assert done == set(LOSSES)
