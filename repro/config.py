@@ -79,6 +79,8 @@ class OptimConfig:
     max_grad_norm: float = 1.0        # our default (not reported)
     max_steps: int = -1               # >0 caps optimizer steps (smoke tests); -1 = full epochs
     log_every: int = 10
+    save_every: int = 0               # optimizer steps between resumable checkpoints; 0 = none
+    keep_checkpoints: int = 1         # newest checkpoints kept while training; all removed once the run ends
 
 
 @dataclass
@@ -192,11 +194,14 @@ def validate(cfg: RunConfig) -> None:
     o = cfg.optim
     for key, value in (("optim.global_batch_size", o.global_batch_size),
                        ("optim.per_device_batch_size", o.per_device_batch_size), ("optim.epochs", o.epochs),
-                       ("optim.log_every", o.log_every), ("launcher.num_processes", cfg.launcher.num_processes),
+                       ("optim.log_every", o.log_every), ("optim.keep_checkpoints", o.keep_checkpoints),
+                       ("launcher.num_processes", cfg.launcher.num_processes),
                        ("launcher.num_machines", cfg.launcher.num_machines), ("eval.batch_size", cfg.eval.batch_size),
                        ("eval.max_length", cfg.eval.max_length), ("data.max_length", cfg.data.max_length)):
         if value < 1:
             raise ConfigError(f"{key}={value}: must be >= 1")
+    if o.save_every < 0:
+        raise ConfigError(f"optim.save_every={o.save_every}: must be >= 0 (0 = no checkpoints)")
     if not o.lr > 0:
         raise ConfigError(f"optim.lr={o.lr}: must be > 0")
     if not 0 <= o.warmup_ratio < 1:

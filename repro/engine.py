@@ -6,9 +6,13 @@ through the model in one concatenated forward pass; the loss comes from `repro.l
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import shutil
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
@@ -20,6 +24,7 @@ from repro.losses import LOSSES
 from repro.results import MetricsLog
 
 log = logging.getLogger(__name__)
+STATE = "trainer_state.json"
 
 
 def accumulation_steps(global_batch: int, per_device: int, world_size: int) -> int:
@@ -52,9 +57,39 @@ def forward_rewards(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     return rewards[:half], rewards[half:]
 
 
+CRASH_ENV = "REPRO_CRASH_AT_STEP"  # testing aid: kill the process right after this optimizer step
+
+
+def latest_checkpoint(checkpoint_dir: Path | None) -> tuple[Path, int] | None:
+    """(folder, step) of the newest complete checkpoint, or None."""
+    if checkpoint_dir is None or not checkpoint_dir.is_dir():
+        return None
+    done = [(p, int(p.name.split("_")[1])) for p in checkpoint_dir.glob("step_*") if (p / STATE).is_file()]
+    return max(done, key=lambda x: x[1]) if done else None
+
+
+def save_checkpoint(accelerator, checkpoint_dir: Path, step: int, keep: int) -> None:
+    """Model, optimizer, scheduler and RNG states at an optimizer-step boundary; written then renamed."""
+    final, tmp = checkpoint_dir / f"step_{step}", checkpoint_dir / f".tmp_step_{step}"
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / STATE).write_text(json.dumps({"step": step}))
+        os.replace(tmp, final)
+        for old, _ in sorted(((p, int(p.name.split("_")[1])) for p in checkpoint_dir.glob("step_*")),
+                             key=lambda x: x[1])[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
 def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_cfg, *, seed: int,
-          metrics: MetricsLog) -> dict:
-    """Train `model` in place on tokenised pairs. Returns a summary (steps, seconds, pairs/s, wrapped model)."""
+          metrics: MetricsLog, checkpoint_dir: Path | None = None) -> dict:
+    """Train `model` in place on tokenised pairs. Returns a summary (steps, seconds, pairs/s, wrapped model).
+
+    With `checkpoint_dir`, state is saved every `optim.save_every` optimizer steps, and a rerun resumes
+    from the newest checkpoint: the epoch order is a pure function of (seed, epoch), so skipping the
+    micro-batches already consumed gives exactly the run that was never interrupted.
+    """
     o = optim_cfg
     world = accelerator.num_processes
     accum = accumulation_steps(o.global_batch_size, o.per_device_batch_size, world)
@@ -81,17 +116,27 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
     # The scheduler is deliberately not prepared: accelerate would step it once per process per
     # optimizer step, so the schedule would depend on the world size. We step it once per update.
     model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
     collate = PairCollator(tokenizer.pad_token_id)
+    step = 0
+    resume = latest_checkpoint(checkpoint_dir)
+    if resume:
+        accelerator.load_state(str(resume[0]))
+        step = resume[1]
+        metrics.drop_after(step)  # lines a killed run wrote after its last checkpoint
+        log.info("resumed from %s (step %d of %d)", resume[0], step, total_steps)
+    crash_at = int(os.environ.get(CRASH_ENV, "0"))
 
     log.info("training: %d pairs, %d steps (%d/epoch), global batch %d = %d per device x %d accumulation x %d "
              "processes, loss %s", len(examples), total_steps, steps_per_epoch, o.global_batch_size,
              o.per_device_batch_size, accum, world, loss_cfg.name)
     model.train()
-    step, t0, seen = 0, time.perf_counter(), 0
+    t0, seen = time.perf_counter(), 0
     # running sums since the last log line, summed over ranks when logged: [loss, accuracy, micro-batches]
     window = torch.zeros(3, device=accelerator.device)
-    bar = tqdm(total=total_steps, desc="train", disable=not accelerator.is_main_process, unit="step", mininterval=1.0)
-    for epoch in range(o.epochs):
+    bar = tqdm(total=total_steps, initial=step, desc="train", disable=not accelerator.is_main_process, unit="step",
+               mininterval=1.0)
+    for epoch in range(step // steps_per_epoch, o.epochs):
         if step >= total_steps:
             break
         # Grouped by the per-device micro-batch and independent of world size: micro-batch k goes to
@@ -102,6 +147,9 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
         order = order[: steps_per_epoch * o.global_batch_size]
         loader = accelerator.prepare(DataLoader([examples[i] for i in order], batch_size=o.per_device_batch_size,
                                                 shuffle=False, collate_fn=collate))
+        done_in_epoch = (step - epoch * steps_per_epoch) * accum  # micro-batches per rank, when resuming
+        if done_in_epoch:
+            loader = accelerator.skip_first_batches(loader, done_in_epoch)
         for batch in loader:
             with accelerator.accumulate(model):
                 r_c, r_r = forward_rewards(model, batch)
@@ -126,6 +174,10 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
                             epoch=epoch)
                 bar.set_postfix(loss=f"{avg_loss:.4f}", acc=f"{avg_acc:.3f}")
                 window.zero_()
+            if checkpoint_dir is not None and o.save_every and step % o.save_every == 0 and step < total_steps:
+                save_checkpoint(accelerator, checkpoint_dir, step, o.keep_checkpoints)
+            if crash_at and step == crash_at:
+                os._exit(3)  # as if the job were killed: no cleanup, no final save
             if step >= total_steps:
                 break
     bar.close()

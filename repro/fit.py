@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -80,7 +81,8 @@ def fit(run_dir: str | Path) -> dict:
     if drops:
         log.warning("tokenisation dropped %d pairs: %s", sum(drops.values()), dict(drops))
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=accelerator.is_main_process)
-    summary = train(accelerator, model, tokenizer, examples, cfg.optim, cfg.loss, seed=cfg.seed, metrics=metrics)
+    summary = train(accelerator, model, tokenizer, examples, cfg.optim, cfg.loss, seed=cfg.seed, metrics=metrics,
+                    checkpoint_dir=run_dir / "checkpoints")
     wrapped = summary.pop("model")  # as prepared by accelerate (DDP-wrapped on several processes)
 
     out = run_dir / "model"
@@ -94,6 +96,8 @@ def fit(run_dir: str | Path) -> dict:
         summary.update(pairs_in=len(pairs), pairs_trained=len(examples), tokenize_dropped=dict(drops),
                        world_size=accelerator.num_processes)
         atomic_write_json(run_dir / "train.json", summary)
+        # The final model is saved: resumable checkpoints (model + optimizer state) are no longer needed.
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary

@@ -42,6 +42,15 @@ def config_changes(old, new) -> list[str]:
             if k not in ("force", "runs_root") and a.get(k) != b.get(k)]
 
 
+def resumable(run_dir: Path, cfg) -> bool:
+    """An unfinished run dir with a complete checkpoint and the same config (a forced run never resumes)."""
+    from repro.engine import latest_checkpoint
+
+    if cfg.force or is_done(run_dir) or latest_checkpoint(run_dir / "checkpoints") is None:
+        return False
+    return not config_changes(config_mod.load(run_dir / "config.yaml"), cfg)
+
+
 def curate_into(cfg, run_dir: Path) -> dict:
     from repro.data.mixture import curate
 
@@ -95,10 +104,13 @@ def run(cfg, run_dir: str | Path) -> tuple[dict, bool]:
                 f"{'; ...' if len(changed) > 5 else ''}): a preset or default changed since it ran. "
                 "Rerun it with force=true, or use another runs_root")
         return json.loads((run_dir / FINAL).read_text()), True
-    if run_dir.exists():
-        # An unfinished or forced run starts over: stale checkpoints/metrics would mix with new ones.
+    if resumable(run_dir, cfg):
+        print(f"resuming unfinished run from its last checkpoint: {run_dir}", flush=True)
+    elif run_dir.exists():
+        # Forced, or unfinished without a checkpoint of the same config: start over, so that stale
+        # metrics or weights never mix with new ones.
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     handler = _file_logging(run_dir)
     try:
         config_mod.save(cfg, run_dir / "config.yaml")

@@ -101,6 +101,13 @@ class MetricsLog:
         self.path = Path(path)
         self.enabled = enabled
 
+    def drop_after(self, step: int) -> None:
+        """Remove lines logged after `step` (a resumed run rewrites them)."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = [line for line in self.path.read_text().splitlines(keepends=True) if json.loads(line)["step"] <= step]
+        atomic_write_text(self.path, "".join(kept))
+
     def log(self, step: int, split: str, **metrics: float) -> None:
         if not self.enabled:
             return

@@ -228,3 +228,31 @@ def test_table3_sweep_preset_runs_all_eight_losses(tmp_path):
     done = {config_mod.load(p.parent / "config.yaml").loss.name
             for p in (tmp_path / "runs" / "tiny").glob("*/seed=0/final.json")}
     assert done == set(LOSSES)
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_numbers(tmp_path):
+    """Killed right after step 25 (checkpoints every 10), the same command resumes at 20 and ends
+    bit-identical to an uninterrupted run: same scores, same logged training curve."""
+    args = ["-m", "repro.train", "optim.max_steps=30", "optim.save_every=10"]
+    whole = run_cli([*args, "runs_root=whole"], tmp_path)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed = run_cli([*args, "runs_root=killed"], tmp_path, env={"REPRO_CRASH_AT_STEP": "25"})
+    assert killed.returncode == 3
+    run_dir = tmp_path / "killed" / "tiny" / "optim.max_steps=30,optim.save_every=10" / "seed=0"
+    assert not (run_dir / "final.json").exists()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_20"]  # older ones pruned
+    resumed = run_cli([*args, "runs_root=killed"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming unfinished run" in resumed.stdout
+    assert not (run_dir / "checkpoints").exists()  # removed once the final model is saved
+
+    def results(root):
+        d = tmp_path / root / "tiny" / "optim.max_steps=30,optim.save_every=10" / "seed=0"
+        scores = pd.read_parquet(d / "eval" / "per_example.parquet")
+        lines = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        curve = [(m["step"], m["metric"], m["value"]) for m in lines if m["metric"] in ("loss", "accuracy", "lr")]
+        return scores, curve
+
+    (a, curve_a), (b, curve_b) = results("whole"), results("killed")
+    assert a["score_chosen"].equals(b["score_chosen"]) and a["score_rejected"].equals(b["score_rejected"])
+    assert curve_a == curve_b
