@@ -57,6 +57,9 @@ def make_accelerator(cfg):
     from accelerate.utils import InitProcessGroupKwargs
 
     cpu = cfg.launcher.cpu or not torch.cuda.is_available()
+    if cpu:
+        # accelerate imports DeepSpeed when saving; tell it the device so it does not warn on every run
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # Several CPU workers talk over gloo (the default backend choice would fail without NCCL).
     kwargs = [InitProcessGroupKwargs(backend="gloo")] if cpu and distributed else []
