@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: venv demo test test-slow fixtures clean
+.PHONY: venv demo test test-slow fixtures analysis clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ test-slow: venv
 
 fixtures: venv
 	$(BIN)/python -m repro.fixtures.generate
+
+# Execute the analysis notebooks headless on ./runs; they write paper_figures/ (executed copies: build/)
+analysis: venv
+	$(BIN)/jupyter nbconvert --to notebook --execute analysis/*.ipynb --output-dir build/notebooks
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info .pytest_cache

@@ -164,6 +164,8 @@ def collect(runs_root: str | Path):
     rows = []
     for p in sorted(Path(runs_root).rglob(FINAL)):
         final = json.loads(p.read_text())
+        ci = {f"{k} {side}": v[i] for k, v in final.get("ci95", {}).items() for i, side in enumerate(("low", "high"))}
         rows.append({"run_dir": str(p.parent), **final["run"], **final["sections"], "Score": final["Score"],
-                     "weights": final["weights"]})
+                     **ci, "weights": final["weights"], "eval_path": final["eval"]["path"],
+                     "examples": final["eval"]["examples"]})
     return pd.DataFrame(rows)

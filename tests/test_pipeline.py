@@ -261,3 +261,23 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_numbers(tmp_path, 
     assert [c[:2] for c in curve_a] == [c[:2] for c in curve_b]
     # logged averages are summed over ranks in another order with DDP: equal to float rounding
     assert all(abs(x[2] - y[2]) < 1e-5 for x, y in zip(curve_a, curve_b))
+
+
+def test_results_notebook_runs_headless_on_the_collected_runs(default_run, tmp_path):
+    """analysis/results.ipynb: collected table, CI figure, measured-vs-reported table (labelled)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "analysis" / "results.ipynb", as_version=4)
+    (params,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    params.source = f"RUNS_ROOT = {str(default_run['cwd'] / 'runs')!r}\nOUT = {str(tmp_path / 'figs')!r}"
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "analysis")}}).execute()
+    figs = tmp_path / "figs"
+    assert (figs / "runs_scores.png").stat().st_size > 0
+    summary = pd.read_csv(figs / "runs_summary.csv")
+    final = json.loads((default_run["run_dir"] / "final.json").read_text())
+    assert summary.loc[0, "Score"] == pytest.approx(100 * final["Score"], abs=0.01)
+    comparison = (figs / "rewardbench_measured_vs_reported.md").read_text()
+    assert "| reported (paper Table 2) | Skywork-Reward-Gemma-2-27B | allenai/reward-bench |" in comparison
+    assert "| measured | tiny/default/seed=0 | fixture:reward-bench |" in comparison
