@@ -63,7 +63,8 @@ def make_accelerator(cfg):
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # Several CPU workers talk over gloo (the default backend choice would fail without NCCL).
     kwargs = [InitProcessGroupKwargs(backend="gloo")] if cpu and distributed else []
-    mixed = "bf16" if (cfg.model.dtype == "bfloat16" and not cpu) else "no"
+    # Compute dtype on GPU as autocast over fp32 weights (fp16 adds accelerate's loss scaler); CPU: fp32.
+    mixed = "no" if cpu else {"bfloat16": "bf16", "float16": "fp16"}.get(cfg.model.dtype, "no")
     return Accelerator(cpu=cpu, mixed_precision=mixed, kwargs_handlers=kwargs)
 
 
@@ -91,6 +92,12 @@ def fit(run_dir: str | Path) -> dict:
     out = run_dir / "model"
     accelerator.wait_for_everyone()
     state = accelerator.get_state_dict(wrapped)
+    if cfg.model.dtype != "float32" and state is not None:
+        # Released in the compute dtype (as the Skywork checkpoints are): half the size of fp32 masters.
+        import torch
+
+        dtype = getattr(torch, cfg.model.dtype)
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     unwrapped = accelerator.unwrap_model(wrapped)
     unwrapped.save_pretrained(out, is_main_process=accelerator.is_main_process, save_function=accelerator.save,
                               state_dict=state, safe_serialization=True)

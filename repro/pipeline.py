@@ -85,7 +85,8 @@ def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
         "ci95": summary["ci95"],
         "weights": weights,
         "eval": {"path": cfg.eval.path, "split": cfg.eval.split, "examples": len(per_example)},
-        "train": {k: train_summary.get(k) for k in ("steps", "seconds", "pairs_per_second", "pairs_trained")},
+        "train": {k: train_summary.get(k)
+                  for k in ("steps", "seconds", "pairs_per_second", "pairs_trained", "tokenize_dropped")},
     }
     atomic_write_json(run_dir / FINAL, final)
     return final
@@ -138,8 +139,10 @@ def summary_table(final: dict, run_dir: Path, manifest: dict | None = None) -> s
                      "see data/manifest.json)")
     t = final.get("train") or {}
     if t.get("steps"):
-        lines.append(f"train:   {t['steps']} steps, {t['pairs_trained']} pairs, {t['seconds']:.1f} s "
-                     f"({t['pairs_per_second']:.0f} pairs/s)")
+        too_long = sum((t.get("tokenize_dropped") or {}).values())
+        lines.append(f"train:   {t['steps']} steps, {t['pairs_trained']} pairs"
+                     + (f" ({too_long} dropped as too long)" if too_long else "")
+                     + f", {t['seconds']:.1f} s ({t['pairs_per_second']:.0f} pairs/s)")
     lines.append(format_table(final, title=f"RewardBench ({final['eval']['examples']} examples, "
                                            f"{final['eval']['path']}):"))
     return "\n".join(lines)

@@ -212,12 +212,16 @@ def test_a_failing_sweep_point_does_not_stop_the_others_but_fails_the_sweep(tmp_
 def test_training_a_local_checkpoint_folder_goes_through_the_hub_loading_path(default_run, tmp_path):
     """`model=llama31_8b model.path=FOLDER`: the code that loads the real backbone, on an offline folder."""
     folder = default_run["run_dir"] / "model"
-    proc = run_cli(["-m", "repro.train", "model=llama31_8b", f"model.path='{folder}'", "model.dtype=float32",
-                    "optim.max_steps=3"], tmp_path)
+    proc = run_cli(["-m", "repro.train", "model=llama31_8b", f"model.path='{folder}'", "optim.max_steps=3"],
+                   tmp_path)  # the preset's dtype: bfloat16
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs" / "tiny").glob("*/seed=0")
     assert json.loads((run_dir / "train.json").read_text())["steps"] == 3
     assert json.loads((run_dir / "final.json").read_text())["run"]["model"] == "llama31_8b"
+    from safetensors import safe_open
+
+    with safe_open(run_dir / "model" / "model.safetensors", "pt") as f:  # saved in the compute dtype
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}
 
 
 def test_table3_sweep_preset_runs_all_eight_losses(tmp_path):
