@@ -75,7 +75,7 @@ def test_missing_column_names_the_column(tmp_path):
 
 def test_wrong_type_names_file_row_and_key(tmp_path):
     folder = write_skywork(tmp_path / "ds", [{"chosen": "text", "rejected": "text", "source": "x"}])
-    with pytest.raises(DataError, match=r"row 0: 'chosen' must be a list of messages"):
+    with pytest.raises(DataError, match=r"data/train-00000-of-00001\.parquet row 0: 'chosen' must be a list of messages"):
         skywork80k.load(str(folder))
 
 
@@ -89,11 +89,11 @@ def test_corrupt_file_is_one_clear_error(tmp_path):
 
 def test_rewardbench_unknown_subset_names_row(tmp_path):
     rows = [{"prompt": "p", "chosen": "a", "chosen_model": "m", "rejected": "b", "rejected_model": "m",
-             "subset": "hep-cobol", "id": 7}]
+             "subset": s, "id": i} for i, s in ((6, "hep-go"), (7, "hep-cobol"))]
     path = tmp_path / "rb" / "data" / "filtered-00000-of-00001.parquet"
     path.parent.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
-    with pytest.raises(DataError, match=r"row 0 \(id 7\): unknown subset 'hep-cobol'"):
+    with pytest.raises(DataError, match=r"filtered-00000-of-00001\.parquet row 1 \(id 7\): unknown subset 'hep-cobol'"):
         rewardbench.load(str(tmp_path / "rb"))
 
 
@@ -133,3 +133,19 @@ def test_curate_cli_unknown_preset_lists_the_valid_ones(capsys):
     assert curate_main(["--data", "nope"]) == 2
     err = capsys.readouterr().err
     assert "data='nope' is not a known preset" in err and "fixture" in err and "skywork80k_v01" in err
+
+
+def test_row_errors_name_the_file_and_its_own_row_across_shards(tmp_path):
+    from repro.data.hub import row_locator
+
+    good = {"chosen": [{"content": "q", "role": "user"}, {"content": "a", "role": "assistant"}],
+            "rejected": [{"content": "q", "role": "user"}, {"content": "b", "role": "assistant"}], "source": "x"}
+    data = tmp_path / "ds" / "data"
+    data.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([good] * 3, schema=skywork80k.SCHEMA), data / "train-00000-of-00002.parquet")
+    pq.write_table(pa.Table.from_pylist([good] * 2, schema=skywork80k.SCHEMA), data / "train-00001-of-00002.parquet")
+    locate = row_locator(str(tmp_path / "ds"), "train")
+    assert locate(1).endswith("train-00000-of-00002.parquet row 1")
+    assert locate(4).endswith("train-00001-of-00002.parquet row 1")
+    pairs, drops = skywork80k.load(str(tmp_path / "ds"))
+    assert len(pairs) == 5 and not drops

@@ -6,7 +6,7 @@ dataset (and the key that is missing), never a bare traceback from inside `datas
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from repro.data.schema import DataError
@@ -41,11 +41,44 @@ def load_split(path: str, split: str, *, name: str | None = None, data_dir: str 
         raise DataError(f"{label}: cannot load dataset ({type(e).__name__}: {e})") from None
     missing = [c for c in columns if c not in ds.column_names]
     if missing:
-        files = sorted({f["filename"] for f in ds.cache_files}) if not looks_local(where) else _data_files(where)
+        files = split_files(path, split, name=name, data_dir=data_dir)
         raise DataError(f"{label} split {split!r}: missing column(s) {missing}; found {ds.column_names}"
                         + (f" (files: {', '.join(files)})" if files else ""))
     return ds
 
 
-def _data_files(folder: str) -> list[str]:
-    return sorted(str(p) for p in Path(folder).expanduser().rglob("*") if p.suffix in {".parquet", ".jsonl", ".gz", ".json"})
+def split_files(path: str, split: str, *, name: str | None = None, data_dir: str | None = None) -> list[str]:
+    """The data files `datasets` reads for a split (local paths, or hf:// URLs for the Hub); [] if unknown."""
+    import datasets
+
+    try:
+        data_files = datasets.load_dataset_builder(resolve(path), name, data_dir=data_dir).config.data_files
+        return [str(f) for f in (data_files or {}).get(split, [])]
+    except Exception:  # noqa: BLE001 - only used to word an error message better
+        return []
+
+
+def row_locator(path: str, split: str, *, name: str | None = None,
+                data_dir: str | None = None) -> Callable[[int], str]:
+    """A function: row index in the loaded split -> "FILE row N" (the file and its own row number).
+
+    Rows of a split are the concatenation of its files in order; for local parquet files the row counts
+    come from the parquet footers. Elsewhere it falls back to the dataset, split and global row index.
+    """
+    files = split_files(path, split, name=name, data_dir=data_dir)
+    spans, start = [], 0
+    if files and all(f.endswith(".parquet") and Path(f).is_file() for f in files):
+        import pyarrow.parquet as pq
+
+        for f in files:
+            n = pq.ParquetFile(f).metadata.num_rows
+            spans.append((start, start + n, f))
+            start += n
+
+    def locate(i: int) -> str:
+        for lo, hi, f in spans:
+            if lo <= i < hi:
+                return f"{f} row {i - lo}"
+        return f"{resolve(path)} split {split!r} row {i}"
+
+    return locate

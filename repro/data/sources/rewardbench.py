@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from repro.data.hub import load_split
+from repro.data.hub import load_split, row_locator
 from repro.data.schema import DataError
 from repro.eval.rewardbench import SUBSETS
 
@@ -25,10 +25,10 @@ def load(path: str = HUB_ID, split: str = "filtered", *, require_all_subsets: bo
     rows, seen = [], set()
     for i, r in enumerate(ds):
         if r["subset"] not in known:
-            raise DataError(f"{path} split {split!r} row {i} (id {r['id']}): unknown subset {r['subset']!r}")
+            raise DataError(f"{row_locator(path, split)(i)} (id {r['id']}): unknown subset {r['subset']!r}")
         for key in ("prompt", "chosen", "rejected"):
             if not isinstance(r[key], str):
-                raise DataError(f"{path} split {split!r} row {i} (id {r['id']}): {key!r} must be a string")
+                raise DataError(f"{row_locator(path, split)(i)} (id {r['id']}): {key!r} must be a string")
         seen.add(r["subset"])
         rows.append({"id": int(r["id"]), "subset": r["subset"], "prompt": [{"role": "user", "content": r["prompt"]}],
                      "chosen": r["chosen"], "rejected": r["rejected"]})

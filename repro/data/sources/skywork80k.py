@@ -9,7 +9,7 @@ from collections import Counter
 
 import pyarrow as pa
 
-from repro.data.hub import dataset_tag, load_split
+from repro.data.hub import dataset_tag, load_split, row_locator
 from repro.data.schema import DataError, make_pair, pair_problem
 
 HUB_ID = "Skywork/Skywork-Reward-Preference-80K-v0.1"
@@ -40,7 +40,8 @@ def load(path: str = HUB_ID, split: str = "train") -> tuple[list[dict], Counter]
     for i, row in enumerate(ds):
         for key in COLUMNS[:2]:
             if not isinstance(row[key], list):
-                raise DataError(f"{path} row {i}: {key!r} must be a list of messages, got {type(row[key]).__name__}")
+                raise DataError(f"{row_locator(path, split)(i)}: {key!r} must be a list of messages, "
+                                f"got {type(row[key]).__name__}")
         got = conversation_pair(row["chosen"], row["rejected"])
         if isinstance(got, str):
             drops[got] += 1
