@@ -210,6 +210,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("optim.weight_decay must be >= 0 and optim.max_grad_norm > 0")
     if cfg.loss.temperature <= 0 or cfg.loss.reward_bound <= 0 or cfg.loss.gamma < 0:
         raise ConfigError("loss.temperature and loss.reward_bound must be > 0, loss.gamma >= 0")
+    if not 0 <= cfg.loss.tempered_t <= 1:
+        raise ConfigError(f"loss.tempered_t={cfg.loss.tempered_t}: must be in [0, 1] (above 1 the loss is unbounded)")
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
         raise ConfigError(f"model.dtype={cfg.model.dtype!r}; valid: bfloat16, float16, float32")
     world = cfg.launcher.num_processes * cfg.launcher.num_machines

@@ -60,25 +60,36 @@ def forward_rewards(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
 CRASH_ENV = "REPRO_CRASH_AT_STEP"  # testing aid: kill the process right after this optimizer step
 
 
-def latest_checkpoint(checkpoint_dir: Path | None) -> tuple[Path, int] | None:
-    """(folder, step) of the newest complete checkpoint, or None."""
+def latest_checkpoint(checkpoint_dir: Path | None) -> tuple[Path, dict] | None:
+    """(folder, trainer state) of the newest complete checkpoint, or None."""
     if checkpoint_dir is None or not checkpoint_dir.is_dir():
         return None
-    done = [(p, int(p.name.split("_")[1])) for p in checkpoint_dir.glob("step_*") if (p / STATE).is_file()]
-    return max(done, key=lambda x: x[1]) if done else None
+    done = [(p, json.loads((p / STATE).read_text())) for p in checkpoint_dir.glob("step_*") if (p / STATE).is_file()]
+    return max(done, key=lambda x: x[1]["step"]) if done else None
 
 
-def save_checkpoint(accelerator, checkpoint_dir: Path, step: int, keep: int) -> None:
-    """Model, optimizer, scheduler and RNG states at an optimizer-step boundary; written then renamed."""
-    final, tmp = checkpoint_dir / f"step_{step}", checkpoint_dir / f".tmp_step_{step}"
+def discard(folder: Path) -> None:
+    """Delete a checkpoint so that a kill half-way never leaves something that looks complete."""
+    trash = folder.with_name(f".trash_{folder.name}")
+    os.replace(folder, trash)
+    shutil.rmtree(trash)
+
+
+def save_checkpoint(accelerator, checkpoint_dir: Path, state: dict, keep: int) -> None:
+    """Model, optimizer, scheduler and RNG states at an optimizer-step boundary, plus the trainer state
+    (`state`: step, elapsed time, pairs, the open logging window). Written under a temporary name, then
+    renamed: only complete checkpoints are ever found."""
+    final, tmp = checkpoint_dir / f"step_{state['step']}", checkpoint_dir / f".tmp_step_{state['step']}"
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / STATE).write_text(json.dumps({"step": step}))
+        (tmp / STATE).write_text(json.dumps(state))
         os.replace(tmp, final)
-        for old, _ in sorted(((p, int(p.name.split("_")[1])) for p in checkpoint_dir.glob("step_*")),
-                             key=lambda x: x[1])[:-keep]:
-            shutil.rmtree(old)
+        for leftover in [*checkpoint_dir.glob(".trash_*"), *checkpoint_dir.glob(".tmp_step_*")]:
+            shutil.rmtree(leftover, ignore_errors=True)  # from a run killed while saving or deleting
+        older = sorted(checkpoint_dir.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[:-keep]
+        for folder in older:
+            discard(folder)
     accelerator.wait_for_everyone()
 
 
@@ -118,13 +129,18 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     collate = PairCollator(tokenizer.pad_token_id)
-    step = 0
+    # running sums since the last log line, summed over ranks when logged: [loss, accuracy, micro-batches]
+    window = torch.zeros(3, device=accelerator.device)
+    step, prior_seconds, prior_pairs = 0, 0.0, 0
     resume = latest_checkpoint(checkpoint_dir)
     if resume:
-        accelerator.load_state(str(resume[0]))
-        step = resume[1]
+        folder, state = resume
+        accelerator.load_state(str(folder))
+        step, prior_seconds, prior_pairs = state["step"], state["seconds"], state["pairs"]
+        if accelerator.is_main_process:  # the saved window holds the sums over all ranks
+            window += torch.tensor(state["window"], device=accelerator.device)
         metrics.drop_after(step)  # lines a killed run wrote after its last checkpoint
-        log.info("resumed from %s (step %d of %d)", resume[0], step, total_steps)
+        log.info("resumed from %s (step %d of %d)", folder, step, total_steps)
     crash_at = int(os.environ.get(CRASH_ENV, "0"))
 
     log.info("training: %d pairs, %d steps (%d/epoch), global batch %d = %d per device x %d accumulation x %d "
@@ -132,8 +148,6 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
              o.per_device_batch_size, accum, world, loss_cfg.name)
     model.train()
     t0, seen = time.perf_counter(), 0
-    # running sums since the last log line, summed over ranks when logged: [loss, accuracy, micro-batches]
-    window = torch.zeros(3, device=accelerator.device)
     bar = tqdm(total=total_steps, initial=step, desc="train", disable=not accelerator.is_main_process, unit="step",
                mininterval=1.0)
     for epoch in range(step // steps_per_epoch, o.epochs):
@@ -175,13 +189,17 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
                 bar.set_postfix(loss=f"{avg_loss:.4f}", acc=f"{avg_acc:.3f}")
                 window.zero_()
             if checkpoint_dir is not None and o.save_every and step % o.save_every == 0 and step < total_steps:
-                save_checkpoint(accelerator, checkpoint_dir, step, o.keep_checkpoints)
+                state = {"step": step, "seconds": prior_seconds + time.perf_counter() - t0,
+                         "pairs": prior_pairs + seen * world,
+                         "window": accelerator.reduce(window.clone(), reduction="sum").tolist()}
+                save_checkpoint(accelerator, checkpoint_dir, state, o.keep_checkpoints)
             if crash_at and step == crash_at:
                 os._exit(3)  # as if the job were killed: no cleanup, no final save
             if step >= total_steps:
                 break
     bar.close()
-    seconds = time.perf_counter() - t0
-    pairs_per_s = seen * world / seconds if seconds else float("nan")
+    # totals over every segment of a resumed run (restart overhead excluded)
+    seconds = prior_seconds + time.perf_counter() - t0
+    pairs_per_s = (prior_pairs + seen * world) / seconds if seconds else float("nan")
     metrics.log(step, "train", seconds=seconds, pairs_per_second=pairs_per_s)
     return {"steps": step, "seconds": seconds, "pairs_per_second": pairs_per_s, "model": model}

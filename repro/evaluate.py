@@ -100,8 +100,11 @@ def format_table(summary: dict, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def compare_runs(run_a: str | Path, run_b: str | Path, *, weights: str = "current") -> dict:
-    """Paired comparison of two evaluated run dirs (or eval folders) on the same RewardBench rows."""
+def compare_runs(run_a: str | Path, run_b: str | Path, *, weights: str | None = None) -> dict:
+    """Paired comparison of two evaluated run dirs (or eval folders) on the same RewardBench rows.
+
+    Weighting: `weights` if given, else the one both runs' final.json used (refused if they differ).
+    """
     import pandas as pd
 
     from repro.eval.stats import paired_test
@@ -113,6 +116,13 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, weights: str = "curren
             raise FileNotFoundError(f"{path}: no per_example.parquet (is it an evaluated run dir?)")
         return pd.read_parquet(f)
 
+    if weights is None:
+        used = {json.loads((Path(r) / "final.json").read_text())["weights"] if (Path(r) / "final.json").is_file()
+                else "current" for r in (run_a, run_b)}
+        if len(used) > 1:
+            raise ValueError(f"{run_a} and {run_b} were scored with different weightings {sorted(used)}; "
+                             "pass --weights to compare both under one")
+        (weights,) = used
     a, b = per_example(run_a), per_example(run_b)
     merged = a.merge(b, on=["id", "subset"], suffixes=("_a", "_b"), validate="one_to_one")
     if len(merged) != len(a) or len(merged) != len(b):
@@ -150,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(_from_subsets(args.from_subsets, args.weights or "current"), indent=2))
             return 0
         if args.compare:
-            print(json.dumps(compare_runs(*args.compare, weights=args.weights or "current"), indent=2))
+            print(json.dumps(compare_runs(*args.compare, weights=args.weights), indent=2))
             return 0
         if args.run_dir:
             from repro.pipeline import evaluate_run

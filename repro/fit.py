@@ -72,7 +72,7 @@ def fit(run_dir: str | Path) -> dict:
     from accelerate.utils import set_seed
 
     from repro.data.tokenize import tokenize_pairs
-    from repro.engine import train
+    from repro.engine import discard, train
     from repro.results import MetricsLog, atomic_write_json
 
     run_dir = Path(run_dir)
@@ -107,6 +107,8 @@ def fit(run_dir: str | Path) -> dict:
                        world_size=accelerator.num_processes)
         atomic_write_json(run_dir / "train.json", summary)
         # The final model is saved: resumable checkpoints (model + optimizer state) are no longer needed.
+        for folder in (run_dir / "checkpoints").glob("step_*"):
+            discard(folder)  # never leave a half-deleted checkpoint that looks complete
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -16,6 +16,7 @@ hyperparameters were not reported, so every default below is ours and is a confi
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -33,18 +34,24 @@ def bradley_terry(r_chosen: torch.Tensor, r_rejected: torch.Tensor, cfg: LossCon
 
 def focal(r_chosen: torch.Tensor, r_rejected: torch.Tensor, cfg: LossConfig = _DEFAULT) -> torch.Tensor:
     d = r_chosen - r_rejected
-    return -((1 - torch.sigmoid(d)) ** cfg.gamma * F.logsigmoid(d)).mean()
+    # (1 - p)^gamma as exp(gamma * log sigmoid(-d)): finite gradients even where p rounds to 1
+    return -(torch.exp(cfg.gamma * F.logsigmoid(-d)) * F.logsigmoid(d)).mean()
 
 
 def log_barrier(r: torch.Tensor, bound: float) -> torch.Tensor:
-    """-[log(B - r) + log(r + B)] with r clamped just inside (-B, B) so the barrier stays finite."""
+    """-[log(B - r) + log(r + B)] with r clamped just inside (-B, B) so the barrier stays finite.
+
+    As PAPER.md specifies, the clamp also makes the term flat (zero gradient) for a reward already
+    outside the bound; the pairwise term still moves such rewards.
+    """
     r = r.clamp(-bound + 1e-3, bound - 1e-3)
     return -(torch.log(bound - r) + torch.log(r + bound))
 
 
 def focal_penalty(r_chosen: torch.Tensor, r_rejected: torch.Tensor, cfg: LossConfig = _DEFAULT) -> torch.Tensor:
     d = r_chosen - r_rejected
-    weight = (1 - 2 * (torch.sigmoid(d) - 0.5).clamp(min=0)) ** cfg.gamma
+    # 1 - 2 max(p - 1/2, 0) = min(1, 2 (1 - p)); raised to gamma in log space (stable as p -> 1)
+    weight = torch.exp(cfg.gamma * (math.log(2.0) + F.logsigmoid(-d)).clamp(max=0.0))
     barrier = log_barrier(r_chosen, cfg.reward_bound) + log_barrier(r_rejected, cfg.reward_bound)
     return (-weight * F.logsigmoid(d) + cfg.penalty_weight * barrier).mean()
 
@@ -66,8 +73,9 @@ def tempered_log(r_chosen: torch.Tensor, r_rejected: torch.Tensor, cfg: LossConf
     t = cfg.tempered_t
     if t == 1.0:  # the limit t -> 1 is the plain log loss
         return bradley_terry(r_chosen, r_rejected, cfg)
-    p = torch.sigmoid(r_chosen - r_rejected)
-    return (-(p ** (1 - t) - 1) / (1 - t)).mean()
+    # p^(1 - t) as exp((1 - t) log p): no infinite derivative where p underflows to 0
+    p_pow = torch.exp((1 - t) * F.logsigmoid(r_chosen - r_rejected))
+    return (-(p_pow - 1) / (1 - t)).mean()
 
 
 def temperature_bt(r_chosen: torch.Tensor, r_rejected: torch.Tensor, cfg: LossConfig = _DEFAULT) -> torch.Tensor:

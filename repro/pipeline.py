@@ -43,12 +43,20 @@ def config_changes(old, new) -> list[str]:
 
 
 def resumable(run_dir: Path, cfg) -> bool:
-    """An unfinished run dir with a complete checkpoint and the same config (a forced run never resumes)."""
+    """An unfinished run dir with a complete checkpoint (a forced run never resumes). Refuses, naming
+    the keys, when the checkpoint was made under another config: deleting it silently could throw away
+    days of GPU time."""
     from repro.engine import latest_checkpoint
 
     if cfg.force or is_done(run_dir) or latest_checkpoint(run_dir / "checkpoints") is None:
         return False
-    return not config_changes(config_mod.load(run_dir / "config.yaml"), cfg)
+    changed = config_changes(config_mod.load(run_dir / "config.yaml"), cfg)
+    if changed:
+        raise config_mod.ConfigError(
+            f"{run_dir} holds checkpoints of an unfinished run with a different config "
+            f"({'; '.join(changed[:5])}{'; ...' if len(changed) > 5 else ''}). Rerun with the same config "
+            "to resume it, with force=true to discard it, or use another runs_root")
+    return True
 
 
 def curate_into(cfg, run_dir: Path) -> dict:

@@ -105,7 +105,13 @@ class MetricsLog:
         """Remove lines logged after `step` (a resumed run rewrites them)."""
         if not self.enabled or not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text().splitlines(keepends=True) if json.loads(line)["step"] <= step]
+        kept = []
+        for line in self.path.read_text().splitlines(keepends=True):
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut off when the run was killed
         atomic_write_text(self.path, "".join(kept))
 
     def log(self, step: int, split: str, **metrics: float) -> None:

@@ -149,3 +149,13 @@ def test_row_errors_name_the_file_and_its_own_row_across_shards(tmp_path):
     assert locate(4).endswith("train-00001-of-00002.parquet row 1")
     pairs, drops = skywork80k.load(str(tmp_path / "ds"))
     assert len(pairs) == 5 and not drops
+
+
+def test_null_or_malformed_messages_are_counted_drops_not_crashes():
+    user = {"content": "q", "role": "user"}
+    answer = {"content": "a", "role": "assistant"}
+    assert skywork80k.conversation_pair([user, None], [user, answer]) == \
+        "message with a missing or non-string role/content"
+    assert skywork80k.conversation_pair([user, "text"], [user, answer]) == \
+        "message with a missing or non-string role/content"
+    assert skywork80k.conversation_pair([user, answer], [user, {"content": "b", "role": "assistant"}])[1:] == ("a", "b")

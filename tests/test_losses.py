@@ -69,3 +69,17 @@ def test_every_loss_prefers_the_chosen_response(name):
 def test_bt_is_stable_for_large_margins():
     loss = LOSSES["bt"](torch.tensor([200.0, -200.0]), torch.zeros(2))
     assert torch.isfinite(loss) and loss.item() == pytest.approx(100.0, rel=1e-4)  # (0 + 200) / 2
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+def test_gradients_stay_finite_at_extreme_margins(name, gamma):
+    """One pair with a huge margin either way must not turn the whole batch's gradient into NaN."""
+    cfg = LossConfig(gamma=gamma)
+    for d in (-200.0, -90.0, 20.0, 200.0):
+        rc = torch.tensor([d / 2, 0.3], requires_grad=True)
+        rr = torch.tensor([-d / 2, -0.3], requires_grad=True)
+        loss = LOSSES[name](rc, rr, cfg)
+        loss.backward()
+        assert torch.isfinite(loss), (name, d)
+        assert torch.isfinite(rc.grad).all() and torch.isfinite(rr.grad).all(), (name, d)

@@ -199,6 +199,9 @@ def test_rescoring_a_run_with_legacy_weights(default_run, tmp_path):
 
     expected = score(subset_accuracies(per_example["subset"], per_example["correct"]), weights="legacy")
     assert final["sections"]["Safety"] == pytest.approx(expected["Safety"])
+    # a paired comparison never mixes weightings silently
+    proc = run_cli(["-m", "repro.evaluate", "--compare", str(run_dir), str(default_run["run_dir"])], tmp_path)
+    assert proc.returncode == 2 and "different weightings ['current', 'legacy']" in proc.stderr
 
 
 def test_a_failing_sweep_point_does_not_stop_the_others_but_fails_the_sweep(tmp_path):
@@ -236,18 +239,29 @@ def test_table3_sweep_preset_runs_all_eight_losses(tmp_path):
 
 @pytest.mark.parametrize("launcher", [[], ["launcher=accelerate", "launcher.cpu=true"]], ids=["local", "ddp2"])
 def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_numbers(tmp_path, launcher):
-    """Killed right after step 25 (checkpoints every 10), the same command resumes at 20 and ends
-    bit-identical to an uninterrupted one-process run: same scores, same logged training curve. With two
-    DDP workers the killed-and-resumed run must still equal the one-process run (global batch invariance)."""
-    args = ["-m", "repro.train", "optim.max_steps=30", "optim.save_every=10"]
+    """Killed right after step 17 (checkpoints every 7, logs every 5), the same command resumes at 14 and
+    ends bit-identical to an uninterrupted one-process run: same scores, same logged training curve. With
+    two DDP workers the killed-and-resumed run must still equal the one-process run."""
+    common = ["optim.max_steps=30", "optim.save_every=7", "optim.log_every=5"]
+    args = ["-m", "repro.train", *common]
     whole = run_cli([*args, "runs_root=whole"], tmp_path)
     assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = run_cli([*args, *launcher, "runs_root=killed"], tmp_path, env={"REPRO_CRASH_AT_STEP": "25"})
+    killed = run_cli([*args, *launcher, "runs_root=killed"], tmp_path, env={"REPRO_CRASH_AT_STEP": "17"})
     assert killed.returncode != 0
-    name = ",".join(sorted(["optim.max_steps=30", "optim.save_every=10", *launcher]))
+    name = ",".join(sorted([*common, *launcher]))
     run_dir = tmp_path / "killed" / "tiny" / name / "seed=0"
     assert not (run_dir / "final.json").exists()
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_20"]  # older ones pruned
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_14"]  # older ones pruned
+    with (run_dir / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 18, "split": "tr')  # a line cut off by the kill
+    if not launcher:
+        # a checkpoint made under another config is never silently thrown away
+        saved = (run_dir / "config.yaml").read_text()
+        (run_dir / "config.yaml").write_text(saved.replace("weights: current", "weights: legacy"))
+        refused = run_cli([*args, "runs_root=killed"], tmp_path)
+        assert refused.returncode == 2 and "checkpoints of an unfinished run with a different config" in refused.stderr
+        assert (run_dir / "checkpoints" / "step_14").is_dir()
+        (run_dir / "config.yaml").write_text(saved)
     resumed = run_cli([*args, *launcher, "runs_root=killed"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming unfinished run" in resumed.stdout
@@ -259,12 +273,13 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_numbers(tmp_path, 
         curve = [(m["step"], m["metric"], m["value"]) for m in lines if m["metric"] in ("loss", "accuracy", "lr")]
         return scores, curve
 
-    (a, curve_a) = results(tmp_path / "whole" / "tiny" / "optim.max_steps=30,optim.save_every=10" / "seed=0")
+    (a, curve_a) = results(tmp_path / "whole" / "tiny" / ",".join(sorted(common)) / "seed=0")
     (b, curve_b) = results(run_dir)
     assert a["score_chosen"].equals(b["score_chosen"]) and a["score_rejected"].equals(b["score_rejected"])
     assert [c[:2] for c in curve_a] == [c[:2] for c in curve_b]
     # logged averages are summed over ranks in another order with DDP: equal to float rounding
     assert all(abs(x[2] - y[2]) < 1e-5 for x, y in zip(curve_a, curve_b))
+    assert json.loads((run_dir / "train.json").read_text())["steps"] == 30
 
 
 def test_results_notebook_runs_headless_on_the_collected_runs(default_run, tmp_path):

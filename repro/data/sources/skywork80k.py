@@ -23,11 +23,11 @@ def conversation_pair(chosen: list, rejected: list) -> tuple[list, str, str] | s
     """(prompt turns, chosen text, rejected text), or the reason the two conversations don't form a pair."""
     if not chosen or not rejected:
         return "empty conversation"
-    if chosen[-1].get("role") != "assistant" or rejected[-1].get("role") != "assistant":
-        return "last turn is not from the assistant"
     for m in (*chosen, *rejected):
         if not isinstance(m, dict) or not isinstance(m.get("content"), str) or not isinstance(m.get("role"), str):
             return "message with a missing or non-string role/content"
+    if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
+        return "last turn is not from the assistant"
     if list(map(dict, chosen[:-1])) != list(map(dict, rejected[:-1])):
         return "chosen and rejected prompts differ"
     return list(chosen[:-1]), chosen[-1]["content"], rejected[-1]["content"]
