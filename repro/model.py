@@ -88,18 +88,28 @@ def ensure_pad_token(tokenizer, model=None) -> None:
         raise ValueError("pad token equals EOS: the reward head would never pool the EOS token")
 
 
+class ModelError(ValueError):
+    """A model or tokenizer that cannot be loaded; the message names it."""
+
+
 def load_pretrained(name_or_path: str, *, dtype: str = "float32", attn_implementation: str | None = None,
                     trust_remote_code: bool = False):
     """(model, tokenizer) from a Hub id or a local folder: `AutoModelForSequenceClassification`, num_labels=1."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    tokenizer.truncation_side = "left"  # RewardBench convention: keep the end of the conversation
+    if name_or_path.startswith((".", "/", "~")) and not Path(name_or_path).expanduser().is_dir():
+        raise ModelError(f"{name_or_path}: model folder not found")
     kwargs = {"num_labels": 1, "dtype": getattr(torch, dtype), "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as e:  # missing files, no Hub access, gated repo, unknown architecture
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{name_or_path}: cannot load the model or tokenizer ({first})") from None
+    tokenizer.truncation_side = "left"  # RewardBench convention: keep the end of the conversation
     ensure_pad_token(tokenizer, model)
     return model, tokenizer
 

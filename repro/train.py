@@ -25,12 +25,13 @@ from repro.data.schema import DataError
 from repro.data.tokenize import TokenizationError
 from repro.eval.rewardbench import RewardBenchError
 from repro.launch import LaunchError
+from repro.model import ModelError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Errors that are the user's input, not a bug: one clear line, no traceback.
 # Sweep points that failed with a user error (the basic launcher runs every point in this process).
 FAILED: list[str] = []
-USER_ERRORS = (config_mod.ConfigError, DataError, RewardBenchError, LaunchError, TokenizationError,
+USER_ERRORS = (config_mod.ConfigError, DataError, RewardBenchError, LaunchError, TokenizationError, ModelError,
                FileNotFoundError)
 
 

@@ -55,6 +55,19 @@ def test_curation_manifest_and_cache(tmp_path):
     assert mixture.data_key(other) != mixture.data_key(cfg)
 
 
+def test_editing_a_local_source_invalidates_the_curation_cache(tmp_path):
+    import shutil
+
+    folder = tmp_path / "sky"
+    shutil.copytree(FIXTURE_ROOT / "skywork80k", folder)
+    cfg = DataConfig(sources=[SourceConfig(path=str(folder))])
+    pairs, _, cached = mixture.curate(cfg, tmp_path / "cache")
+    table = pq.read_table(folder / "data" / "train-00000-of-00001.parquet")
+    pq.write_table(table.slice(0, 100), folder / "data" / "train-00000-of-00001.parquet")
+    fewer, manifest, fresh = mixture.curate(cfg, tmp_path / "cache")
+    assert fresh != cached and manifest["sources"][0]["rows_read"] == 100 and len(fewer) < len(pairs)
+
+
 def write_skywork(folder, rows, schema=None):
     path = folder / "data" / "train-00000-of-00001.parquet"
     path.parent.mkdir(parents=True)

@@ -139,6 +139,7 @@ def test_one_process_with_accumulation_equals_two_ddp_processes(tmp_path):
     (["optim.lr=fast"], ["optim.lr"]),
     (["data.sources.0.path=/nonexistent/folder"], ["/nonexistent/folder", "not found"]),
     (["eval.path=/nonexistent/rb"], ["/nonexistent/rb", "not found"]),
+    (["model=llama31_8b", "model.path=/nonexistent/model"], ["/nonexistent/model", "model folder not found"]),
 ])
 def test_bad_input_stops_with_a_clear_message(tmp_path, args, needles):
     proc = run_cli(["-m", "repro.train", *args, "optim.max_steps=1"], tmp_path)
@@ -300,3 +301,11 @@ def test_results_notebook_runs_headless_on_the_collected_runs(default_run, tmp_p
     comparison = (figs / "rewardbench_measured_vs_reported.md").read_text()
     assert "| reported (paper Table 2) | Skywork-Reward-Gemma-2-27B | allenai/reward-bench |" in comparison
     assert "| measured | tiny/default/seed=0 | fixture:reward-bench |" in comparison
+
+
+def test_evaluating_a_model_that_cannot_be_loaded_is_one_clear_line(tmp_path):
+    for model, needle in (("/nonexistent/model", "model folder not found"),
+                          ("some-org/not-cached-model", "cannot load the model or tokenizer")):
+        proc = run_cli(["-m", "repro.evaluate", "--model", model, "--out", str(tmp_path / "o")], tmp_path)
+        assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+        assert model in proc.stderr and needle in proc.stderr

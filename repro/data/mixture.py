@@ -4,7 +4,8 @@
 a counted reason, concatenates, and writes `pairs.parquet` + `manifest.json` into a cache folder keyed
 by a hash of the data config and the curation code version, so sweeps over losses or seeds reuse it.
 The manifest lists, per source, rows read, pairs kept and drops by reason, and the SHA-256 of the
-curated rows, so two curations can be compared by a glance at their manifests.
+curated rows, so two curations can be compared by a glance at their manifests. The cache key also covers
+the data code and the files of local source folders, so an edited loader or dataset is curated afresh.
 """
 from __future__ import annotations
 
@@ -36,8 +37,31 @@ PAIR_SCHEMA = pa.schema([
 assert tuple(PAIR_SCHEMA.names) == PAIR_COLUMNS
 
 
+def code_fingerprint() -> str:
+    """Hash of the data code (every .py under repro/data): editing a loader or a rule invalidates the cache."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def source_fingerprint(path: str) -> list:
+    """(file, size, mtime) of every file of a local dataset folder; Hub ids are left to `datasets`' own cache."""
+    from repro.data.hub import looks_local
+    from repro.fixtures import resolve
+
+    folder = Path(resolve(path)).expanduser()
+    if not looks_local(str(folder)) or not folder.is_dir():
+        return []
+    return [(f.relative_to(folder).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
+            for f in sorted(folder.rglob("*")) if f.is_file()]
+
+
 def data_key(data_cfg) -> str:
-    blob = json.dumps({"cfg": dataclasses.asdict(data_cfg), "version": CURATION_VERSION}, sort_keys=True)
+    """Cache key: the data config, the data code, and the state of local source files."""
+    blob = json.dumps({"cfg": dataclasses.asdict(data_cfg), "version": CURATION_VERSION, "code": code_fingerprint(),
+                       "files": [source_fingerprint(s.path) for s in data_cfg.sources]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
