@@ -50,13 +50,18 @@ def resumable(run_dir: Path, cfg) -> bool:
 
     if cfg.force or is_done(run_dir) or latest_checkpoint(run_dir / "checkpoints") is None:
         return False
+    refuse_if_changed(run_dir, cfg, "checkpoints of an unfinished run",
+                      "Rerun with the same config to resume it, with force=true to discard it, or use another runs_root")
+    return True
+
+
+def refuse_if_changed(run_dir: Path, cfg, what: str, advice: str) -> None:
+    """ConfigError naming the differing keys when `run_dir` was made under another config than `cfg`."""
     changed = config_changes(config_mod.load(run_dir / "config.yaml"), cfg)
     if changed:
         raise config_mod.ConfigError(
-            f"{run_dir} holds checkpoints of an unfinished run with a different config "
-            f"({'; '.join(changed[:5])}{'; ...' if len(changed) > 5 else ''}). Rerun with the same config "
-            "to resume it, with force=true to discard it, or use another runs_root")
-    return True
+            f"{run_dir} holds {what} with a different config ({'; '.join(changed[:5])}"
+            f"{'; ...' if len(changed) > 5 else ''}). {advice}")
 
 
 def curate_into(cfg, run_dir: Path) -> dict:
@@ -106,12 +111,8 @@ def run(cfg, run_dir: str | Path) -> tuple[dict, bool]:
 
     run_dir = Path(run_dir)
     if is_done(run_dir) and not cfg.force:
-        changed = config_changes(config_mod.load(run_dir / "config.yaml"), cfg)
-        if changed:
-            raise config_mod.ConfigError(
-                f"{run_dir} holds a finished run with a different config ({'; '.join(changed[:5])}"
-                f"{'; ...' if len(changed) > 5 else ''}): a preset or default changed since it ran. "
-                "Rerun it with force=true, or use another runs_root")
+        refuse_if_changed(run_dir, cfg, "a finished run",
+                          "A preset or default changed since it ran: rerun it with force=true, or use another runs_root")
         return json.loads((run_dir / FINAL).read_text()), True
     if resumable(run_dir, cfg):
         print(f"resuming unfinished run from its last checkpoint: {run_dir}", flush=True)
