@@ -13,7 +13,6 @@ and prints the per-source counts and drop reasons.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -68,19 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        from repro.data.mixture import PAIR_SCHEMA, build
+        from repro.data.mixture import build, write_pairs
         from repro.data.sources.skywork80k import SCHEMA as SKYWORK_SCHEMA
-        from repro.results import atomic_write_json
+        from repro.results import atomic_write_json, atomic_write_parquet
 
         cfg = data_config(args.data)
         pairs, manifest = build(cfg)
-        args.out.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(pairs, schema=PAIR_SCHEMA), args.out / "pairs.parquet")
+        write_pairs(args.out / "pairs.parquet", pairs)
         if args.skywork_format:
-            pq.write_table(pa.Table.from_pylist(to_skywork_rows(pairs), schema=SKYWORK_SCHEMA),
-                           args.out / "train-00000-of-00001.parquet")
+            atomic_write_parquet(args.out / "train-00000-of-00001.parquet",
+                                 pa.Table.from_pylist(to_skywork_rows(pairs), schema=SKYWORK_SCHEMA))
         atomic_write_json(args.out / "manifest.json", manifest)
     except (config_mod.ConfigError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -21,7 +21,7 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 FINAL = "final.json"
@@ -31,18 +31,26 @@ _NOT_IN_RUN_NAME = ("seed", "runs_root", "force", "experiment", "sweep")
 _MAX_NAME = 200
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path` (never half-written).
+
+    Temp names are unique, so parallel writers of the same file (sweep points sharing a cache) never clash.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def atomic_write_json(path: str | Path, obj) -> Path:
@@ -53,18 +61,13 @@ def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
 
 
-def atomic_write_parquet(path: str | Path, df) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def atomic_write_parquet(path: str | Path, data) -> Path:
+    """A pandas DataFrame or a pyarrow Table, written atomically as parquet."""
+    if hasattr(data, "to_parquet"):
+        return atomic_write(path, lambda tmp: data.to_parquet(tmp, index=False))
+    import pyarrow.parquet as pq
+
+    return atomic_write(path, lambda tmp: pq.write_table(data, tmp))
 
 
 def run_name(overrides: Iterable[str]) -> str:

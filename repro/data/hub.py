@@ -19,7 +19,7 @@ def looks_local(path: str) -> bool:
 
 def dataset_tag(path: str) -> str:
     """A short, machine-independent name for a dataset: the Hub id, `fixture:<name>`, or a folder's name."""
-    return Path(path).expanduser().name if looks_local(path) and not path.startswith("fixture:") else path
+    return Path(path).expanduser().name if looks_local(path) else path
 
 
 def load_split(path: str, split: str, *, name: str | None = None, data_dir: str | None = None,

@@ -13,8 +13,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from repro.data.schema import PAIR_COLUMNS
-from repro.results import atomic_write_json
+from repro.results import atomic_write_json, atomic_write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +96,10 @@ def build(data_cfg) -> tuple[list[dict], dict]:
     return pairs, manifest
 
 
+def write_pairs(path: str | Path, pairs: list[dict]) -> Path:
+    return atomic_write_parquet(path, pa.Table.from_pylist(pairs, schema=PAIR_SCHEMA))
+
+
 def curate(data_cfg, cache_root: str | Path) -> tuple[list[dict], dict, Path]:
     """Curated pairs, their manifest, and the cache folder (reused when the same config was curated)."""
     folder = Path(cache_root) / data_key(data_cfg)
@@ -111,12 +113,8 @@ def curate(data_cfg, cache_root: str | Path) -> tuple[list[dict], dict, Path]:
         from repro.data.schema import DataError
 
         raise DataError(f"curation of data={data_cfg.name!r} kept no pairs: {manifest['sources']}")
-    folder.mkdir(parents=True, exist_ok=True)
-    # Unique temp names: parallel sweep points curating the same data may race here; each writes the
-    # same bytes, and whichever rename lands last leaves a complete entry.
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".pairs.", suffix=".parquet.tmp")
-    os.close(fd)
-    pq.write_table(pa.Table.from_pylist(pairs, schema=PAIR_SCHEMA), tmp)
-    os.replace(tmp, pairs_path)
+    # Parallel sweep points curating the same data may race here: each writes the same bytes under its
+    # own temp name, and whichever rename lands last leaves a complete entry.
+    write_pairs(pairs_path, pairs)
     atomic_write_json(manifest_path, manifest)  # written last: its presence marks a complete cache entry
     return pairs, manifest, folder
