@@ -32,6 +32,9 @@ class DataConfig:
     name: str = "fixture"
     sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
     max_length: int = 4096            # our default (not reported): longer pairs are dropped and counted
+    # Pairs with the same prompt, chosen and rejected text as an earlier pair: "drop" (default) keeps the
+    # first and counts the rest in the manifest; "keep" trains on them as given (also counted).
+    duplicates: str = "drop"
 
 
 @dataclass
@@ -89,6 +92,11 @@ class LauncherConfig:
     num_processes: int = 1
     num_machines: int = 1
     cpu: bool = False                 # force CPU workers (gloo) even where CUDA exists
+    # Intra-op CPU threads per process (torch.set_num_threads). null = torch's default: every core for
+    # one process; under `accelerate launch` OMP_NUM_THREADS (1 per worker unless set). CPU kernels sum
+    # in an order that depends on it, so runs are bit-identical only for the same thread count (env.json
+    # records it). Says how a run executes, like the other launcher keys: not part of the run's identity.
+    cpu_threads: int | None = None
 
 
 @dataclass
@@ -189,8 +197,18 @@ def validate(cfg: RunConfig) -> None:
     _check_name("eval.weights", cfg.eval.weights, WEIGHTS)
     if not cfg.data.sources:
         raise ConfigError("data.sources: at least one source is needed")
+    seen: dict[tuple, int] = {}
     for i, s in enumerate(cfg.data.sources):
         _check_name(f"data.sources[{i}].name", s.name, SOURCES)
+        key = (s.name, s.path, s.split)
+        if key in seen:
+            raise ConfigError(f"data.sources[{i}] repeats data.sources[{seen[key]}] ({s.name}, {s.path}, "
+                              f"split {s.split}): each source is read once; list it once")
+        seen[key] = i
+    if cfg.data.duplicates not in ("drop", "keep"):
+        raise ConfigError(f"data.duplicates={cfg.data.duplicates!r}; valid: drop, keep")
+    if cfg.seed < 0:
+        raise ConfigError(f"seed={cfg.seed}: must be >= 0")
     o = cfg.optim
     for key, value in (("optim.global_batch_size", o.global_batch_size),
                        ("optim.per_device_batch_size", o.per_device_batch_size), ("optim.epochs", o.epochs),
@@ -202,12 +220,37 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{key}={value}: must be >= 1")
     if o.save_every < 0:
         raise ConfigError(f"optim.save_every={o.save_every}: must be >= 0 (0 = no checkpoints)")
+    if o.max_steps == 0 or o.max_steps < -1:
+        raise ConfigError(f"optim.max_steps={o.max_steps}: must be >= 1, or -1 for full epochs")
+    for i, b in enumerate(o.betas):
+        if not 0 <= b < 1:
+            raise ConfigError(f"optim.betas[{i}]={b}: must be in [0, 1)")
+    if cfg.launcher.cpu_threads is not None and cfg.launcher.cpu_threads < 1:
+        raise ConfigError(f"launcher.cpu_threads={cfg.launcher.cpu_threads}: must be >= 1, or null for "
+                          "torch's default")
     if not o.lr > 0:
         raise ConfigError(f"optim.lr={o.lr}: must be > 0")
     if not 0 <= o.warmup_ratio < 1:
         raise ConfigError(f"optim.warmup_ratio={o.warmup_ratio}: must be in [0, 1)")
     if o.weight_decay < 0 or o.max_grad_norm <= 0:
         raise ConfigError("optim.weight_decay must be >= 0 and optim.max_grad_norm > 0")
+    if cfg.loss.margin < 0:
+        raise ConfigError(f"loss.margin={cfg.loss.margin}: must be >= 0 (hinge and margin_mse)")
+    if cfg.loss.penalty_weight < 0:
+        raise ConfigError(f"loss.penalty_weight={cfg.loss.penalty_weight}: must be >= 0")
+    t = cfg.model.tiny
+    for key, value in (("model.tiny.hidden_size", t.hidden_size), ("model.tiny.num_layers", t.num_layers),
+                       ("model.tiny.num_heads", t.num_heads), ("model.tiny.intermediate_size", t.intermediate_size)):
+        if value < 1:
+            raise ConfigError(f"{key}={value}: must be >= 1")
+    if t.hidden_size % t.num_heads:
+        raise ConfigError(f"model.tiny.hidden_size={t.hidden_size} is not divisible by "
+                          f"model.tiny.num_heads={t.num_heads}")
+    from repro.model import TINY_MIN_VOCAB
+
+    if t.vocab_size < TINY_MIN_VOCAB:
+        raise ConfigError(f"model.tiny.vocab_size={t.vocab_size}: must be >= {TINY_MIN_VOCAB} (256 byte symbols "
+                          "of the byte-level BPE plus the special tokens)")
     if cfg.loss.temperature <= 0 or cfg.loss.reward_bound <= 0 or cfg.loss.gamma < 0:
         raise ConfigError("loss.temperature and loss.reward_bound must be > 0, loss.gamma >= 0")
     if not 0 <= cfg.loss.tempered_t <= 1:
@@ -238,4 +281,21 @@ def load(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no frozen config here (is this a run dir?)")
-    return from_dict(yaml.safe_load(path.read_text()))
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return from_dict(data)
+
+
+def read_yaml(path: str | Path):
+    """Parsed YAML, or a ConfigError naming the file and the line where parsing failed."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: not valid YAML ({problem})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({type(e).__name__}: {e})") from None

@@ -8,7 +8,8 @@ runs every source loader and curation step, and writes into `--out`:
     train-00000-of-00001.parquet   with --skywork-format: the released Skywork-Reward-Preference-80K layout
                           (chosen/rejected conversations + source), to diff against the released set
 
-and prints the per-source counts and drop reasons.
+and prints the per-source counts, drop reasons and duplicate pairs (`duplicates: drop|keep` in the recipe).
+Every error (a broken recipe, an unusable `--out`, bad data) is one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
@@ -16,10 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from repro import config as config_mod
 from repro.data.schema import DataError
+from repro.results import OutputDirError, writable_dir
 
 CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
 
@@ -33,8 +33,17 @@ def data_config(name_or_file: str) -> config_mod.DataConfig:
             raise config_mod.ConfigError(f"data={name_or_file!r} is not a known preset; valid: {', '.join(names)}")
     if not path.is_file():
         raise config_mod.ConfigError(f"{path}: data config file not found")
-    cfg = config_mod.build_dataclass(config_mod.DataConfig, yaml.safe_load(path.read_text()) or {}, "data")
-    config_mod.validate(config_mod.RunConfig(data=cfg))
+    recipe = config_mod.read_yaml(path)
+    if recipe is None:
+        recipe = {}
+    if not isinstance(recipe, dict):
+        raise config_mod.ConfigError(f"{path}: a data recipe must be a mapping of data keys (name, sources, ...), "
+                                     f"got {type(recipe).__name__}")
+    try:
+        cfg = config_mod.build_dataclass(config_mod.DataConfig, recipe, "data")
+        config_mod.validate(config_mod.RunConfig(data=cfg))
+    except config_mod.ConfigError as e:
+        raise config_mod.ConfigError(f"{path}: {e}") from None
     return cfg
 
 
@@ -55,6 +64,9 @@ def format_manifest(manifest: dict) -> str:
         reasons = "; ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"
         lines.append(f"{s['name']:<16}{s['rows_read']:>9}{s['kept']:>9}{dropped:>9}  {reasons}")
     lines.append(f"{'total':<16}{'':>9}{manifest['pairs']:>9}{manifest['dropped']:>9}")
+    dup = manifest.get("duplicates")
+    if dup:
+        lines.append(f"duplicate pairs: {dup['found']} found, {dup['dropped']} dropped (duplicates: {dup['policy']})")
     lines.append("pairs by source value: " + ", ".join(f"{k} {v}" for k, v in manifest["pairs_by_source_value"].items()))
     return "\n".join(lines)
 
@@ -73,14 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         from repro.results import atomic_write_json, atomic_write_parquet
 
         cfg = data_config(args.data)
+        writable_dir(args.out, "--out")  # before curating: a bad --out fails in a second, not after the data
         pairs, manifest = build(cfg)
         write_pairs(args.out / "pairs.parquet", pairs)
         if args.skywork_format:
             atomic_write_parquet(args.out / "train-00000-of-00001.parquet",
                                  pa.Table.from_pylist(to_skywork_rows(pairs), schema=SKYWORK_SCHEMA))
         atomic_write_json(args.out / "manifest.json", manifest)
-    except (config_mod.ConfigError, DataError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (config_mod.ConfigError, DataError, OutputDirError, OSError) as e:
+        print("error: " + " ".join(str(e).split("\n")), file=sys.stderr)  # one line, whatever the message
         return 2
     print(format_manifest(manifest))
     print(f"wrote {args.out}/ (pairs.parquet, manifest.json{', train-00000-of-00001.parquet' if args.skywork_format else ''})")

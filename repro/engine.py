@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from repro.data.batching import PairCollator, length_grouped_order
 from repro.data.schema import DataError
 from repro.losses import LOSSES
-from repro.results import MetricsLog
+from repro.results import MetricsLog, TrainingDiverged, TrainingInterrupted, discard
 
 log = logging.getLogger(__name__)
 STATE = "trainer_state.json"
@@ -57,7 +56,7 @@ def forward_rewards(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     return rewards[:half], rewards[half:]
 
 
-CRASH_ENV = "REPRO_CRASH_AT_STEP"  # testing aid: kill the process right after this optimizer step
+CRASH_ENV = "REPRO_CRASH_AT_STEP"  # testing aid, see _crash_point
 
 
 def latest_checkpoint(checkpoint_dir: Path | None) -> tuple[Path, dict] | None:
@@ -66,13 +65,6 @@ def latest_checkpoint(checkpoint_dir: Path | None) -> tuple[Path, dict] | None:
         return None
     done = [(p, json.loads((p / STATE).read_text())) for p in checkpoint_dir.glob("step_*") if (p / STATE).is_file()]
     return max(done, key=lambda x: x[1]["step"]) if done else None
-
-
-def discard(folder: Path) -> None:
-    """Delete a checkpoint so that a kill half-way never leaves something that looks complete."""
-    trash = folder.with_name(f".trash_{folder.name}")
-    os.replace(folder, trash)
-    shutil.rmtree(trash)
 
 
 def save_checkpoint(accelerator, checkpoint_dir: Path, state: dict, keep: int) -> None:
@@ -93,16 +85,32 @@ def save_checkpoint(accelerator, checkpoint_dir: Path, state: dict, keep: int) -
     accelerator.wait_for_everyone()
 
 
+def _stop_message(what: str, step: int, total: int, checkpoint_dir: Path | None, *, diverged: bool = False) -> str:
+    """`what` at step N, and what a rerun of the same command will do from here."""
+    resume = latest_checkpoint(checkpoint_dir)
+    if diverged:
+        where = (f"the last good checkpoint {resume[0].name} is kept (the same command resumes there and diverges "
+                 "again: change the config, e.g. a lower optim.lr)" if resume else "no checkpoint was written")
+    else:
+        where = (f"rerun the same command to resume from {resume[0].name}" if resume else
+                 "no checkpoint to resume from (optim.save_every=0 or none written yet): a rerun starts over")
+    return f"{what} at step {step} of {total}; {where}"
+
+
 def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_cfg, *, seed: int,
           metrics: MetricsLog, checkpoint_dir: Path | None = None) -> dict:
-    """Train `model` in place on tokenised pairs. Returns a summary (steps, seconds, pairs/s, wrapped model).
+    """Train `model` in place on tokenised pairs. Returns a summary (steps, pairs, seconds, wrapped model).
 
     With `checkpoint_dir`, state is saved every `optim.save_every` optimizer steps, and a rerun resumes
     from the newest checkpoint: the epoch order is a pure function of (seed, epoch), so skipping the
-    micro-batches already consumed gives exactly the run that was never interrupted.
+    micro-batches already consumed gives exactly the run that was never interrupted (bit for bit with the
+    same world size and thread count; to float rounding otherwise, and the resume says so).
+
+    A non-finite loss or gradient norm raises TrainingDiverged before that update is applied or anything
+    after it is saved; Ctrl-C raises TrainingInterrupted. Both name the step and what a rerun will do.
     """
     o = optim_cfg
-    world = accelerator.num_processes
+    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     accum = accumulation_steps(o.global_batch_size, o.per_device_batch_size, world)
     # accelerate then divides the loss by `accum`, skips the all-reduce on non-final micro-batches and
     # lets the optimizer step only when `sync_gradients` is set.
@@ -130,7 +138,9 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
     accelerator.register_for_checkpointing(scheduler)
     collate = PairCollator(tokenizer.pad_token_id)
     # running sums since the last log line, summed over ranks when logged: [loss, accuracy, micro-batches]
-    window = torch.zeros(3, device=accelerator.device)
+    window = torch.zeros(3, device=device)
+    nonfinite = torch.zeros((), device=device)  # non-finite losses in the current accumulation window
+    threads = torch.get_num_threads()
     step, prior_seconds, prior_pairs = 0, 0.0, 0
     resume = latest_checkpoint(checkpoint_dir)
     if resume:
@@ -138,68 +148,120 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
         accelerator.load_state(str(folder))
         step, prior_seconds, prior_pairs = state["step"], state["seconds"], state["pairs"]
         if accelerator.is_main_process:  # the saved window holds the sums over all ranks
-            window += torch.tensor(state["window"], device=accelerator.device)
+            window += torch.tensor(state["window"], device=device)
         metrics.drop_after(step)  # lines a killed run wrote after its last checkpoint
         log.info("resumed from %s (step %d of %d)", folder, step, total_steps)
-    crash_at = int(os.environ.get(CRASH_ENV, "0"))
+        was = (state.get("world_size", world), state.get("threads", threads))
+        if was != (world, threads):
+            log.warning("resumed with %d process(es) x %d thread(s) a checkpoint written with %d x %d: the rest "
+                        "of the run equals an uninterrupted one only up to float rounding", world, threads, *was)
+    crash_at, crash_rank = _crash_point()
 
     log.info("training: %d pairs, %d steps (%d/epoch), global batch %d = %d per device x %d accumulation x %d "
-             "processes, loss %s", len(examples), total_steps, steps_per_epoch, o.global_batch_size,
-             o.per_device_batch_size, accum, world, loss_cfg.name)
+             "processes (%d CPU threads each), loss %s", len(examples), total_steps, steps_per_epoch,
+             o.global_batch_size, o.per_device_batch_size, accum, world, threads, loss_cfg.name)
     model.train()
     t0, seen = time.perf_counter(), 0
-    bar = tqdm(total=total_steps, initial=step, desc="train", disable=not accelerator.is_main_process, unit="step",
-               mininterval=1.0)
-    for epoch in range(step // steps_per_epoch, o.epochs):
-        if step >= total_steps:
-            break
-        # Grouped by the per-device micro-batch and independent of world size: micro-batch k goes to
-        # accumulation slot k % accum on one process, or to rank k % world on several; both average the
-        # same gradients per step, so 1 and N processes train the same model.
-        order = length_grouped_order(lengths, o.per_device_batch_size, seed + epoch)
-        # Whole global batches only: the remainder of an epoch is left out rather than a short step.
-        order = order[: steps_per_epoch * o.global_batch_size]
-        loader = accelerator.prepare(DataLoader([examples[i] for i in order], batch_size=o.per_device_batch_size,
-                                                shuffle=False, collate_fn=collate))
-        done_in_epoch = (step - epoch * steps_per_epoch) * accum  # micro-batches per rank, when resuming
-        if done_in_epoch:
-            loader = accelerator.skip_first_batches(loader, done_in_epoch)
-        for batch in loader:
-            with accelerator.accumulate(model):
-                r_c, r_r = forward_rewards(model, batch)
-                loss = loss_fn(r_c, r_r, loss_cfg)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), o.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            window += torch.stack([loss.detach(), (r_c > r_r).float().mean(), torch.ones((), device=loss.device)])
-            seen += r_c.shape[0]
-            if not accelerator.sync_gradients:
-                continue
-            lr = scheduler.get_last_lr()[0]  # the rate this update used
-            scheduler.step()
-            step += 1
-            bar.update(1)
-            if step % o.log_every == 0 or step == total_steps:
-                total = accelerator.reduce(window, reduction="sum")
-                avg_loss, avg_acc = (total[0] / total[2]).item(), (total[1] / total[2]).item()
-                metrics.log(step, "train", loss=avg_loss, accuracy=avg_acc, lr=lr, grad_norm=float(grad_norm),
-                            epoch=epoch)
-                bar.set_postfix(loss=f"{avg_loss:.4f}", acc=f"{avg_acc:.3f}")
-                window.zero_()
-            if checkpoint_dir is not None and o.save_every and step % o.save_every == 0 and step < total_steps:
-                state = {"step": step, "seconds": prior_seconds + time.perf_counter() - t0,
-                         "pairs": prior_pairs + seen * world,
-                         "window": accelerator.reduce(window.clone(), reduction="sum").tolist()}
-                save_checkpoint(accelerator, checkpoint_dir, state, o.keep_checkpoints)
-            if crash_at and step == crash_at:
-                os._exit(3)  # as if the job were killed: no cleanup, no final save
+    # Rank 0 only; there TQDM_DISABLE=1 (tqdm's own variable) still turns it off.
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", mininterval=1.0,
+               **({} if accelerator.is_main_process else {"disable": True}))
+    try:
+        for epoch in range(step // steps_per_epoch, o.epochs):
             if step >= total_steps:
                 break
-    bar.close()
+            # Grouped by the per-device micro-batch and independent of world size: micro-batch k goes to
+            # accumulation slot k % accum on one process, or to rank k % world on several; both average the
+            # same gradients per step, so 1 and N processes train the same model. Whole global batches
+            # only: the remainder of an epoch is left out rather than a short step.
+            order = length_grouped_order(lengths, o.per_device_batch_size, seed + epoch)
+            order = order[: steps_per_epoch * o.global_batch_size]
+            micro = [order[k : k + o.per_device_batch_size] for k in range(0, len(order), o.per_device_batch_size)]
+            mine = micro[rank::world]
+            done_in_epoch = (step - epoch * steps_per_epoch) * accum  # micro-batches per rank, when resuming
+            for idx in mine[done_in_epoch:]:
+                batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx]).items()}
+                with accelerator.accumulate(model):
+                    r_c, r_r = forward_rewards(model, batch)
+                    loss = loss_fn(r_c, r_r, loss_cfg)
+                    accelerator.backward(loss)
+                    nonfinite += (~torch.isfinite(loss.detach())).float()
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), o.max_grad_norm)
+                        _check_finite(accelerator, nonfinite, grad_norm, step + 1, total_steps, checkpoint_dir)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                window += torch.stack([loss.detach(), (r_c > r_r).float().mean(), torch.ones((), device=device)])
+                seen += r_c.shape[0]
+                if not accelerator.sync_gradients:
+                    continue
+                lr = scheduler.get_last_lr()[0]  # the rate this update used
+                scheduler.step()
+                step += 1
+                bar.update(1)
+                if step % o.log_every == 0 or step == total_steps:
+                    total = accelerator.reduce(window, reduction="sum")
+                    avg_loss, avg_acc = (total[0] / total[2]).item(), (total[1] / total[2]).item()
+                    metrics.log(step, "train", loss=avg_loss, accuracy=avg_acc, lr=lr, grad_norm=float(grad_norm),
+                                epoch=epoch)
+                    bar.set_postfix(loss=f"{avg_loss:.4f}", acc=f"{avg_acc:.3f}")
+                    window.zero_()
+                if checkpoint_dir is not None and o.save_every and step % o.save_every == 0 and step < total_steps:
+                    state = {"step": step, "seconds": prior_seconds + time.perf_counter() - t0,
+                             "pairs": prior_pairs + seen * world, "world_size": world, "threads": threads,
+                             "window": accelerator.reduce(window.clone(), reduction="sum").tolist()}
+                    save_checkpoint(accelerator, checkpoint_dir, state, o.keep_checkpoints)
+                if crash_at and step == crash_at and crash_rank in (None, rank):
+                    os._exit(3)  # as if the process were killed: no cleanup, no final save
+                if step >= total_steps:
+                    break
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(_stop_message("interrupted", step, total_steps, checkpoint_dir)) from None
+    finally:
+        bar.close()
     # totals over every segment of a resumed run (restart overhead excluded)
     seconds = prior_seconds + time.perf_counter() - t0
+    pairs = step * o.global_batch_size
     pairs_per_s = (prior_pairs + seen * world) / seconds if seconds else float("nan")
     metrics.log(step, "train", seconds=seconds, pairs_per_second=pairs_per_s)
-    return {"steps": step, "seconds": seconds, "pairs_per_second": pairs_per_s, "model": model}
+    return {"steps": step, "epochs": round(step / steps_per_epoch, 4), "seconds": seconds,
+            "pairs_per_second": pairs_per_s, "pairs_trained": pairs,
+            "distinct_pairs_trained": distinct_pairs(lengths, o, seed, step, steps_per_epoch),
+            "threads_per_process": threads, "model": model}
+
+
+def distinct_pairs(lengths: list[int], o, seed: int, steps: int, steps_per_epoch: int) -> int:
+    """How many different pairs the first `steps` optimizer steps trained on (orders are pure functions of
+    the seed and epoch, so this needs no bookkeeping in the loop)."""
+    seen: set[int] = set()
+    for epoch in range(math.ceil(steps / steps_per_epoch)):
+        n = min(steps - epoch * steps_per_epoch, steps_per_epoch) * o.global_batch_size
+        seen.update(length_grouped_order(lengths, o.per_device_batch_size, seed + epoch)[:n])
+        if len(seen) == len(lengths):
+            break
+    return len(seen)
+
+
+def _check_finite(accelerator, nonfinite: torch.Tensor, grad_norm, step: int, total: int,
+                  checkpoint_dir: Path | None) -> None:
+    """Raise TrainingDiverged on every rank alike when any rank saw a non-finite loss or gradient norm.
+
+    Checked once per optimizer step, before the update: the flag is summed over ranks, so all of them stop
+    at the same step and none waits for the others in a collective.
+    """
+    bad = nonfinite + (~torch.isfinite(torch.as_tensor(grad_norm, device=nonfinite.device).float())).float()
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")
+    if bad.item():
+        raise TrainingDiverged(_stop_message(
+            f"training diverged (non-finite loss or gradient norm {float(grad_norm):.4g}; update not applied, no "
+            "final.json written)", step, total, checkpoint_dir, diverged=True))
+    nonfinite.zero_()
+
+
+def _crash_point() -> tuple[int, int | None]:
+    """Testing aid, `REPRO_CRASH_AT_STEP=N[:RANK]`: kill the process(es) right after optimizer step N."""
+    value = os.environ.get(CRASH_ENV, "")
+    if not value:
+        return 0, None
+    step, _, rank = value.partition(":")
+    return int(step), int(rank) if rank else None

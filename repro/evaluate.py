@@ -3,7 +3,9 @@
     python -m repro.evaluate --from-subsets results.json [--weights legacy]
         sections and Score from a per-subset accuracy file in the official run_rm.py format (JSON out)
     python -m repro.evaluate --run-dir runs/tiny/default/seed=0 [--weights legacy]
-        score a trained run's model on RewardBench and write eval/ + final.json into the run dir
+        score a trained run's model on RewardBench. A run that never got evaluated is completed (eval/ +
+        final.json, under its own eval.weights); a finished run's result is never replaced: the new
+        scores go to eval/rescore-<weights>/ beside it
     python -m repro.evaluate --model Skywork/Skywork-Reward-Llama-3.1-8B --out DIR
         score any Hugging Face sequence-classification reward model (Hub id or local folder)
     python -m repro.evaluate --compare RUN_A RUN_B
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 from repro.eval import rewardbench as rb
+from repro.results import RunDirBusy
 
 
 def score_rows(model, tokenizer, rows: list[dict], *, batch_size: int = 16, max_length: int = 4096,
@@ -78,6 +81,11 @@ def summarize(per_example, *, weights: str = "current", n_boot: int = 2000) -> d
             "weights": weights}
 
 
+def rescore_dir(run_dir: str | Path, weights: str) -> Path:
+    """Where re-scoring a run under `weights` writes: beside the run's own eval/, one folder per weighting."""
+    return Path(run_dir) / "eval" / f"rescore-{weights}"
+
+
 def write_eval(out_dir: str | Path, per_example, summary: dict, *, model_name: str) -> None:
     from repro.results import atomic_write_json, atomic_write_parquet
 
@@ -100,30 +108,80 @@ def format_table(summary: dict, title: str = "") -> str:
     return "\n".join(lines)
 
 
+def same_scores(own, rescored) -> str:
+    """One line: are re-scored per-example scores the run's own, bit for bit? Another GPU, kernel, dtype
+    or thread count changes the last bits; this says so before anyone reads a difference into the Score."""
+    cols = ["score_chosen", "score_rejected"]
+    if own["id"].tolist() != rescored["id"].tolist() or own["subset"].tolist() != rescored["subset"].tolist():
+        return "per-example scores: not comparable with the run's own (other rows or another order)"
+    if all(own[c].to_numpy().tobytes() == rescored[c].to_numpy().tobytes() for c in cols):
+        return f"per-example scores: identical to the run's own, bit for bit ({len(own)} examples)"
+    a, b = own[cols].to_numpy(dtype=float), rescored[cols].to_numpy(dtype=float)
+    changed = int((a != b).any(axis=1).sum())
+    flipped = int((own["correct"].to_numpy() != rescored["correct"].to_numpy()).sum())
+    return (f"per-example scores: differ from the run's own on {changed} of {len(own)} examples (largest "
+            f"difference {abs(a - b).max():.3g}; {flipped} change correct/wrong)")
+
+
+# What a paired comparison needs from each side's per-example results.
+COMPARE_COLUMNS = ("id", "subset", "correct")
+
+
+def read_per_example(path: str | Path):
+    """Per-example results of a run dir, or of a folder holding per_example.parquet (eval/, an --out
+    folder, eval/rescore-<weights>/), checked for the columns a comparison needs."""
+    import pandas as pd
+
+    path = Path(path)
+    f = path / "eval" / "per_example.parquet" if (path / "eval").is_dir() else path / "per_example.parquet"
+    if not f.is_file():
+        raise FileNotFoundError(f"{path}: no per_example.parquet (is it an evaluated run dir?)")
+    try:
+        df = pd.read_parquet(f)
+    except (OSError, ValueError) as e:  # pyarrow's errors are both; their text does not name the file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{f}: not a readable parquet file ({first})") from None
+    missing = [c for c in COMPARE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{f}: missing column(s) {missing}; found {list(df.columns)}")
+    dup = df[df.duplicated(["id", "subset"])]
+    if len(dup):
+        raise ValueError(f"{f}: {len(dup)} duplicate row(s), e.g. id {dup['id'].iloc[0]!r} in "
+                         f"{dup['subset'].iloc[0]!r}")
+    return df
+
+
+def weighting_of(path: str | Path) -> str:
+    """The weighting an evaluated folder was scored under: a run's final.json, a re-scoring's
+    summary.json, else current (an --out folder of --model)."""
+    path = Path(path)
+    for f in (path / "final.json", path / "summary.json"):
+        if f.is_file():
+            try:
+                weights = json.loads(f.read_text())["weights"]
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                raise ValueError(f"{f}: no readable 'weights' entry") from None
+            if not isinstance(weights, str) or weights not in rb.WEIGHTS:
+                raise ValueError(f"{f}: unknown weighting {weights!r}; valid: {', '.join(rb.WEIGHTS)}")
+            return weights
+    return "current"
+
+
 def compare_runs(run_a: str | Path, run_b: str | Path, *, weights: str | None = None) -> dict:
     """Paired comparison of two evaluated run dirs (or eval folders) on the same RewardBench rows.
 
-    Weighting: `weights` if given, else the one both runs' final.json used (refused if they differ).
+    Weighting: `weights` if given, else the one both sides were scored under (a run's final.json, a
+    re-scoring's summary.json); refused if they differ.
     """
-    import pandas as pd
-
     from repro.eval.stats import paired_test
 
-    def per_example(path) -> "pd.DataFrame":
-        path = Path(path)
-        f = path / "eval" / "per_example.parquet" if (path / "eval").is_dir() else path / "per_example.parquet"
-        if not f.is_file():
-            raise FileNotFoundError(f"{path}: no per_example.parquet (is it an evaluated run dir?)")
-        return pd.read_parquet(f)
-
+    a, b = read_per_example(run_a), read_per_example(run_b)
     if weights is None:
-        used = {json.loads((Path(r) / "final.json").read_text())["weights"] if (Path(r) / "final.json").is_file()
-                else "current" for r in (run_a, run_b)}
+        used = {weighting_of(r) for r in (run_a, run_b)}
         if len(used) > 1:
             raise ValueError(f"{run_a} and {run_b} were scored with different weightings {sorted(used)}; "
                              "pass --weights to compare both under one")
         (weights,) = used
-    a, b = per_example(run_a), per_example(run_b)
     merged = a.merge(b, on=["id", "subset"], suffixes=("_a", "_b"), validate="one_to_one")
     if len(merged) != len(a) or len(merged) != len(b):
         raise ValueError(f"{run_a} and {run_b} were evaluated on different rows "
@@ -137,53 +195,118 @@ def _from_subsets(path: str, weights: str) -> dict:
     return {k: round(v, 6) for k, v in rb.score(acc, weights=weights, where=path).items()}
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+# Options only --model reads. Given with another mode they would be ignored silently (a run dir is scored
+# with its own config.yaml), so they are refused instead.
+MODEL_OPTIONS = ("out", "data", "batch_size", "dtype", "attn", "trust_remote_code")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for a batch size: 0 or less would score nothing, or fail deep inside the loop."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def score_run_dir(run_dir: Path, weights: str | None) -> None:
+    """--run-dir: complete a run that never got evaluated, or re-score a finished one beside its result."""
+    import pandas as pd
+
+    from repro import config as config_mod
+    from repro.pipeline import evaluate_run
+    from repro.results import FINAL, MetricsLog, is_done, read_json, run_dir_lock
+
+    own = config_mod.load(run_dir / "config.yaml").eval.weights
+    weights = weights or own
+    with run_dir_lock(run_dir):  # not while a training or another evaluation writes there
+        finished = is_done(run_dir)
+        final = evaluate_run(run_dir, weights=weights)
+        if not finished:  # then, as pipeline.run does, the eval numbers join the run's metrics log
+            MetricsLog(run_dir / "metrics.jsonl").log(final["train"].get("steps") or 0, "eval",
+                                                      **final["sections"], Score=final["Score"])
+        print(format_table(final, title=f"RewardBench: {run_dir}"))
+        print(f"completed the run: wrote {run_dir / 'eval'} and {run_dir / FINAL}")
+    if finished or weights != own:
+        folder = rescore_dir(run_dir, weights)
+        print(format_table(read_json(folder / "summary.json"), title=f"RewardBench, re-scored: {run_dir}"))
+        print(f"wrote {folder}" + ("; the run's own final.json and eval/ are unchanged" if finished else ""))
+        if finished:
+            own_scores = run_dir / "eval" / "per_example.parquet"
+            print(same_scores(pd.read_parquet(own_scores), pd.read_parquet(folder / "per_example.parquet"))
+                  if own_scores.is_file() else "per-example scores: the run has no eval/per_example.parquet to compare")
+
+
+def score_model(args) -> None:
+    """--model: any sequence-classification reward model, results into --out."""
+    from repro.data.sources import rewardbench as rb_source
+    from repro.model import load_pretrained
+    from repro.results import writable_dir
+
+    out = writable_dir(args.out, "--out")  # before the model: a typo must not cost a 27B load
+    model, tok = load_pretrained(args.model, dtype=args.dtype or "float32", attn_implementation=args.attn,
+                                 trust_remote_code=args.trust_remote_code)
+    model = to_best_device(model)
+    per_example = score_rows(model, tok, rb_source.load(args.data or rb_source.HUB_ID),
+                             batch_size=args.batch_size or 8)
+    summary = summarize(per_example, weights=args.weights or "current")
+    write_eval(out, per_example, summary, model_name=args.model)
+    print(format_table(summary, title=f"RewardBench: {args.model}"))
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m repro.evaluate", description="RewardBench scoring")
+    ap = argparse.ArgumentParser(
+        prog="python -m repro.evaluate", description="RewardBench scoring",
+        usage="%(prog)s (--from-subsets FILE.json | --run-dir RUN_DIR | --model MODEL --out DIR "
+              "| --compare RUN_A RUN_B) [options]")
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--from-subsets", metavar="FILE.json", help="per-subset accuracies (run_rm.py format)")
-    what.add_argument("--run-dir", help="a run dir of this package: score its model, write eval/ and final.json")
+    what.add_argument("--run-dir", help="a run dir of this package: score its model; completes an unevaluated "
+                                        "run (eval/, final.json), re-scores a finished one into "
+                                        "eval/rescore-<weights>/ (its own result is never replaced)")
     what.add_argument("--model", help="Hub id or folder of any sequence-classification reward model")
     what.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
                       help="paired comparison of two evaluated runs: A - B, bootstrap CI, permutation p-value")
     ap.add_argument("--weights", default=None, choices=sorted(rb.WEIGHTS),
                     help="current or legacy (swapped xstest weights, as in the paper); default: current, "
                          "or the run's own eval.weights with --run-dir")
-    ap.add_argument("--data", default="allenai/reward-bench", help="RewardBench dataset: Hub id, folder or fixture:reward-bench")
-    ap.add_argument("--out", help="output folder for --model")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--dtype", default="float32", help="float32 (CPU) or bfloat16 (GPU, as the leaderboard)")
-    ap.add_argument("--attn", default=None, help="attention implementation; Gemma-2 needs eager or flash_attention_2")
-    ap.add_argument("--trust-remote-code", action="store_true", help="off unless asked for")
+    ap.add_argument("--data", help="with --model: RewardBench dataset, Hub id, folder or fixture:reward-bench "
+                                   "(default: allenai/reward-bench)")
+    ap.add_argument("--out", help="with --model: output folder")
+    ap.add_argument("--batch-size", type=positive_int, help="with --model (default: 8)")
+    ap.add_argument("--dtype", choices=DTYPES, help="with --model: float32 (CPU, the default) or bfloat16 "
+                                                    "(GPU, as the leaderboard)")
+    ap.add_argument("--attn", help="with --model: attention implementation; Gemma-2 needs eager or "
+                                   "flash_attention_2")
+    ap.add_argument("--trust-remote-code", action="store_true", help="with --model: off unless asked for")
     args = ap.parse_args(argv)
+    if args.model and not args.out:
+        ap.error("--model needs --out (the folder for per_example.parquet, subsets.json, run_rm.json)")
+    given = [f"--{k.replace('_', '-')}" for k in MODEL_OPTIONS if getattr(args, k) not in (None, False)]
+    if given and not args.model:
+        ap.error(f"{', '.join(given)}: only with --model"
+                 + ("; a run dir is scored with its own config.yaml" if args.run_dir else ""))
     try:
         if args.from_subsets:
             print(json.dumps(_from_subsets(args.from_subsets, args.weights or "current"), indent=2))
-            return 0
-        if args.compare:
+        elif args.compare:
             print(json.dumps(compare_runs(*args.compare, weights=args.weights), indent=2))
-            return 0
-        if args.run_dir:
-            from repro.pipeline import evaluate_run
-
-            final = evaluate_run(args.run_dir, weights=args.weights)
-            print(format_table(final, title=f"RewardBench: {args.run_dir}"))
-            return 0
-        from repro.data.sources import rewardbench as rb_source
-        from repro.model import load_pretrained
-
-        if not args.out:
-            ap.error("--model needs --out")
-        model, tok = load_pretrained(args.model, dtype=args.dtype, attn_implementation=args.attn,
-                                     trust_remote_code=args.trust_remote_code)
-        model = to_best_device(model)
-        per_example = score_rows(model, tok, rb_source.load(args.data), batch_size=args.batch_size)
-        summary = summarize(per_example, weights=args.weights or "current")
-        write_eval(args.out, per_example, summary, model_name=args.model)
-        print(format_table(summary, title=f"RewardBench: {args.model}"))
+        elif args.run_dir:
+            score_run_dir(Path(args.run_dir), args.weights)
+        else:
+            score_model(args)
         return 0
-    except (rb.RewardBenchError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    # The package's input errors (ConfigError, ModelError, DataError, OutputDirError, RewardBenchError) are
+    # ValueErrors whose message names the file or option; OSError covers files that vanish or cannot be read.
+    except (ValueError, OSError) as e:
+        print(f"error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
         return 2
+    except RunDirBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -68,16 +68,48 @@ def make_accelerator(cfg):
     return Accelerator(cpu=cpu, mixed_precision=mixed, kwargs_handlers=kwargs)
 
 
+def set_cpu_threads(cfg) -> int:
+    """Apply `launcher.cpu_threads` (null keeps torch's default) and return the intra-op thread count.
+
+    CPU kernels split their sums by thread, so the count is part of what makes two runs bit-identical.
+    """
+    import torch
+
+    if cfg.launcher.cpu_threads:
+        torch.set_num_threads(cfg.launcher.cpu_threads)
+    return torch.get_num_threads()
+
+
+def die_with_parent() -> None:
+    """Have the kernel kill this worker when the process that started it dies (Linux), so a killed driver
+    or launcher never leaves workers training and writing into a run dir that a rerun is using."""
+    import ctypes
+    import os
+    import signal
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def fit(run_dir: str | Path) -> dict:
     from accelerate.utils import set_seed
 
     from repro.data.tokenize import tokenize_pairs
-    from repro.engine import discard, train
-    from repro.results import MetricsLog, atomic_write_json
+    from repro.engine import train
+    from repro.results import discard
+    from repro.results import MetricsLog, atomic_write_json, update_json
 
     run_dir = Path(run_dir)
     cfg = config_mod.load(run_dir / "config.yaml")
+    threads = set_cpu_threads(cfg)
     accelerator = make_accelerator(cfg)
+    if accelerator.is_main_process:
+        update_json(run_dir / "env.json", torch_threads_per_process=threads)
     set_seed(cfg.seed)
     pairs = curated_pairs(run_dir)
     model, tokenizer = build_backbone(cfg, pairs)
@@ -103,7 +135,7 @@ def fit(run_dir: str | Path) -> dict:
                               state_dict=state, safe_serialization=True)
     if accelerator.is_main_process:
         tokenizer.save_pretrained(out)
-        summary.update(pairs_in=len(pairs), pairs_trained=len(examples), tokenize_dropped=dict(drops),
+        summary.update(pairs_in=len(pairs), pairs_available=len(examples), tokenize_dropped=dict(drops),
                        world_size=accelerator.num_processes)
         atomic_write_json(run_dir / "train.json", summary)
         # The final model is saved: resumable checkpoints (model + optimizer state) are no longer needed.
@@ -121,7 +153,27 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m repro.fit RUN_DIR", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    fit(argv[0])
+    import os
+
+    from repro.results import TrainingStopped
+
+    if "LOCAL_RANK" in os.environ:  # started by a launcher, not by hand
+        die_with_parent()
+    rank = os.environ.get("RANK", "0")
+    # One line per stopped worker, in a form the driver reads back from fit.log (repro.launch.STOP_LINE).
+    try:
+        fit(argv[0])
+    except TrainingStopped as e:
+        print(f"stopped (rank {rank}, {type(e).__name__}): {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    except KeyboardInterrupt:  # outside the training loop (loading, saving)
+        print(f"stopped (rank {rank}, TrainingInterrupted): interrupted", file=sys.stderr, flush=True)
+        return 130
+    except Exception as e:
+        log.exception("worker failed")
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"stopped (rank {rank}, error): {type(e).__name__}: {first}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

@@ -25,6 +25,9 @@ PAD_TOKEN = "<|pad|>"
 # A Llama-3-style chat template: BOS once, then header/content/eot per message.
 TINY_SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
                        "<|eot_id|>", PAD_TOKEN]
+# A byte-level BPE always holds the 256 byte symbols and the special tokens: a smaller vocab_size is ignored
+# by the trainer, and the model would be built for a vocabulary it does not have.
+TINY_MIN_VOCAB = 256 + len(TINY_SPECIAL_TOKENS)
 TINY_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}"
     "<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>"

@@ -5,12 +5,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from repro import config as config_mod
 from repro.config import DataConfig, SourceConfig
 from repro.data import mixture
 from repro.data.schema import DataError, pair_problem
 from repro.data.sources import SOURCES, rewardbench, skywork80k
 from repro.eval.rewardbench import SUBSETS
 from repro.fixtures import FIXTURE_ROOT, generate
+
+from conftest import run_cli
 
 
 def test_skywork_fixture_counts_and_drop_reasons():
@@ -46,8 +49,15 @@ def test_fixtures_are_regenerated_identically(tmp_path):
 def test_curation_manifest_and_cache(tmp_path):
     cfg = DataConfig()
     pairs, manifest, folder = mixture.curate(cfg, tmp_path)
-    assert manifest["pairs"] == len(pairs) == 1180 and manifest["dropped"] == 6
-    assert manifest["sources"][0]["rows_read"] == 1186
+    # the fixture's closed fact world repeats pairs: 1180 valid rows hold 679 distinct pairs (501 repeats)
+    assert manifest["pairs"] == len(pairs) == 679 and manifest["dropped"] == 6 + 501
+    assert manifest["sources"][0]["rows_read"] == 1186 and manifest["sources"][0]["dropped"]["duplicate pair"] == 501
+    assert manifest["duplicates"] == {"policy": "drop", "found": 501, "dropped": 501, "by_source": {"skywork80k": 501}}
+    loaded, _ = skywork80k.load("fixture:skywork80k")
+    first = {}
+    for p in loaded:
+        first.setdefault(json.dumps([p["prompt"], p["chosen"], p["rejected"]]), p)
+    assert pairs == list(first.values())  # the first occurrence of each, in row order
     assert manifest["sha256"] == mixture.pairs_sha256(pairs)
     again, manifest2, folder2 = mixture.curate(cfg, tmp_path)  # served from the cache
     assert folder2 == folder and manifest2 == manifest and again == pairs
@@ -131,7 +141,7 @@ def test_curate_cli_writes_the_released_format_that_reads_back(tmp_path):
     out = tmp_path / "curated"
     assert curate_main(["--data", "fixture", "--out", str(out), "--skywork-format"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["pairs"] == 1180 and manifest["sources"][0]["dropped"]["empty response"] == 1
+    assert manifest["pairs"] == 679 and manifest["sources"][0]["dropped"]["empty response"] == 1
     # the released layout: a folder with data/train-00000-of-00001.parquet reads through the same loader
     (tmp_path / "released" / "data").mkdir(parents=True)
     (out / "train-00000-of-00001.parquet").rename(tmp_path / "released" / "data" / "train-00000-of-00001.parquet")
@@ -172,3 +182,112 @@ def test_null_or_malformed_messages_are_counted_drops_not_crashes():
     assert skywork80k.conversation_pair([user, "text"], [user, answer]) == \
         "message with a missing or non-string role/content"
     assert skywork80k.conversation_pair([user, answer], [user, {"content": "b", "role": "assistant"}])[1:] == ("a", "b")
+
+
+def conversation(prompt, answer):
+    """One Skywork-80K conversation: user turns of `prompt`, then the assistant's `answer`."""
+    return [{"content": q, "role": "user"} for q in prompt] + [{"content": answer, "role": "assistant"}]
+
+
+def skywork_row(prompt, chosen, rejected, source="magpie_ultra"):
+    return {"chosen": conversation(prompt, chosen), "rejected": conversation(prompt, rejected), "source": source}
+
+
+def test_duplicate_pairs_within_and_across_sources_are_dropped_or_kept_and_counted(tmp_path):
+    a = write_skywork(tmp_path / "a", [
+        skywork_row(["q1"], "yes", "no"),                     # 0  first of its pair
+        skywork_row(["q2"], "red", "blue"),                   # 1  first; source b repeats it
+        skywork_row(["q1"], "yes", "no", source="wildguard"),  # 2  duplicate of row 0 (source value ignored)
+        skywork_row(["q1"], "no", "yes"),                     # 3  swapped answers: a different pair
+        skywork_row(["q1"], "yes", ""),                       # 4  empty response: dropped before duplicates
+    ], schema=skywork80k.SCHEMA)
+    b = write_skywork(tmp_path / "b", [
+        skywork_row(["q3"], "yes", "no"),                     # 0  other prompt, same answers: a different pair
+        skywork_row(["q2"], "red", "blue", source="offsetbias"),  # 1  duplicate of a's row 1: across sources
+        skywork_row(["q0", "q1"], "yes", "no"),               # 2  longer prompt: a different pair
+        skywork_row(["q3"], "yes", "no"),                     # 3  duplicate of b's row 0
+    ], schema=skywork80k.SCHEMA)
+    sources = [SourceConfig(path=str(a)), SourceConfig(path=str(b))]
+
+    pairs, manifest = mixture.build(DataConfig(sources=sources))
+    assert [p["id"] for p in pairs] == ["a:train:0", "a:train:1", "a:train:3", "b:train:0", "b:train:2"]
+    assert manifest["pairs"] == 5 and manifest["dropped"] == 1 + 3
+    assert manifest["duplicates"] == {"policy": "drop", "found": 3, "dropped": 3,
+                                      "by_source": {"skywork80k[0]": 1, "skywork80k[1]": 2}}
+    sa, sb = manifest["sources"]
+    assert (sa["rows_read"], sa["kept"], sa["dropped"]) == (5, 3, {"duplicate pair": 1, "empty response": 1})
+    assert (sb["rows_read"], sb["kept"], sb["dropped"]) == (4, 2, {"duplicate pair": 2})
+    assert all(s["rows_read"] == s["kept"] + sum(s["dropped"].values()) for s in manifest["sources"])
+    assert sum(s["kept"] for s in manifest["sources"]) == manifest["pairs"]
+
+    kept, manifest_keep = mixture.build(DataConfig(sources=sources, duplicates="keep"))
+    assert [p["id"] for p in kept] == ["a:train:0", "a:train:1", "a:train:2", "a:train:3",
+                                       "b:train:0", "b:train:1", "b:train:2", "b:train:3"]
+    assert manifest_keep["duplicates"] == {"policy": "keep", "found": 3, "dropped": 0,
+                                           "by_source": {"skywork80k[0]": 1, "skywork80k[1]": 2}}
+    assert [s["dropped"] for s in manifest_keep["sources"]] == [{"empty response": 1}, {}]
+    assert manifest_keep["sha256"] != manifest["sha256"]
+    assert mixture.data_key(DataConfig(sources=sources)) != mixture.data_key(DataConfig(sources=sources,
+                                                                                        duplicates="keep"))
+
+
+def test_a_source_listed_twice_is_a_config_error_naming_both(tmp_path):
+    cfg = DataConfig(sources=[SourceConfig(path=str(tmp_path / "a")), SourceConfig(path=str(tmp_path / "b")),
+                              SourceConfig(path=str(tmp_path / "a"))])
+    with pytest.raises(config_mod.ConfigError, match=r"data\.sources\[2\] repeats data\.sources\[0\]"):
+        config_mod.validate(config_mod.RunConfig(data=cfg))
+
+
+def test_a_shard_missing_a_column_is_an_error_naming_the_shard(tmp_path):
+    good = skywork_row(["q"], "a", "b")
+    data = tmp_path / "ds" / "data"
+    data.mkdir(parents=True)
+    table = pa.Table.from_pylist([good] * 3, schema=skywork80k.SCHEMA)
+    pq.write_table(table, data / "train-00000-of-00002.parquet")
+    pq.write_table(table.drop(["source"]), data / "train-00001-of-00002.parquet")  # datasets would fill nulls
+    with pytest.raises(DataError, match=r"train-00001-of-00002\.parquet: missing column\(s\) \['source'\]; "
+                                        r"it has \['chosen', 'rejected'\]"):
+        skywork80k.load(str(tmp_path / "ds"))
+
+
+def test_json_lines_shards_are_checked_by_the_keys_of_their_rows(tmp_path):
+    import gzip
+
+    from repro.data.hub import file_columns, load_split
+
+    data = tmp_path / "ds"
+    data.mkdir()
+    (data / "train-00000-of-00002.jsonl").write_text('{"a": 1}\n{"a": 2, "b": 3}\n')  # b first in row 1
+    with gzip.open(data / "train-00001-of-00002.jsonl.gz", "wt") as f:
+        f.write('{"a": 4}\n')
+    assert file_columns(str(data / "train-00000-of-00002.jsonl")) == ["a", "b"]
+    assert file_columns(str(data / "train-00001-of-00002.jsonl.gz")) == ["a"]
+    with pytest.raises(DataError,
+                       match=r"train-00001-of-00002\.jsonl\.gz: missing column\(s\) \['b'\]; it has \['a'\]"):
+        load_split(str(data), "train", columns=("a", "b"))
+
+
+def curate_cli(tmp_path, *args):
+    proc = run_cli(["-m", "repro.curate", *args], tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_curate_cli_broken_recipe_is_one_line_naming_file_and_line(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: mine\nsources:\n  - name: skywork80k\n    path: [fixture:skywork80k\n")
+    line = curate_cli(tmp_path, "--data", str(recipe), "--out", str(tmp_path / "out"))
+    assert str(recipe) in line and "line 5" in line and "not valid YAML" in line
+    recipe.write_text("- fixture\n- skywork80k\n")
+    line = curate_cli(tmp_path, "--data", str(recipe), "--out", str(tmp_path / "out"))
+    assert str(recipe) in line and "must be a mapping" in line and "got list" in line
+    assert not (tmp_path / "out" / "pairs.parquet").exists()
+
+
+def test_curate_cli_out_that_is_a_file_is_one_line_naming_it(tmp_path):
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    line = curate_cli(tmp_path, "--out", str(out))
+    assert f"--out={out}" in line and "is a file" in line
+    assert out.read_text() == "not a folder"

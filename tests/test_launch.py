@@ -17,6 +17,12 @@ def test_single_node_ddp_command():
     assert cmd[cmd.index("--num_processes") + 1] == "8" and "--multi_gpu" in cmd
     assert cmd[-3:] == ["-m", "repro.fit", "RUN"]
     assert "--cpu" not in cmd  # accelerate's --cpu would silently start one process
+    port = int(cmd[cmd.index("--main_process_port") + 1])  # a free one, not accelerate's default for all runs
+    assert port != 29500
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # still free
 
 
 def test_multi_node_flags(monkeypatch):

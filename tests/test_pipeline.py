@@ -42,10 +42,39 @@ def test_default_run_writes_the_results_contract(default_run):
     env = json.loads((run_dir / "env.json").read_text())
     assert env["world_size"] == 1 and env["versions"]["torch"]
     manifest = json.loads((run_dir / "data" / "manifest.json").read_text())
-    assert manifest["pairs"] == 1180 and manifest["dropped"] == 6
+    assert manifest["pairs"] == 679 and manifest["dropped"] == 507 and manifest["duplicates"]["dropped"] == 501
     out = default_run["proc"].stdout
     assert str(run_dir) in out and re.search(r"Score\s+\d+\.\d\d", out)
     assert collect(default_run["cwd"] / "runs").loc[0, "Score"] == final["Score"]
+
+
+# What `make demo` prints on the reference machine (x86-64, 2 threads, the versions of constraints.txt);
+# the README shows the same table. A change of code, data or a package version that moves a number shows
+# up here.
+DEMO_TABLE = """\
+RewardBench (192 examples, fixture:reward-bench):
+section       accuracy  95% CI
+Chat            100.00  [100.00, 100.00]
+Chat Hard        91.78  [81.90, 98.99]
+Safety          100.00  [100.00, 100.00]
+Reasoning        95.83  [92.71, 98.96]
+Score            96.90  [94.20, 98.72]
+(percentages; RewardBench weights: current; 95% stratified bootstrap over examples)
+"""
+
+
+def test_the_demo_prints_the_numbers_the_readme_shows(default_run):
+    out = default_run["proc"].stdout
+    assert DEMO_TABLE in out, out[-1500:]
+    assert "data:    679 curated pairs (507 rows dropped; see data/manifest.json)" in out
+    assert re.search(r"^train:   1092 steps, 17472 pairs \(679 distinct\), ", out, re.M), out[-1500:]
+    readme = (ROOT / "README.md").read_text()
+    assert DEMO_TABLE in readme and "train:   1092 steps, 17472 pairs (679 distinct)" in readme
+    train = json.loads((default_run["run_dir"] / "train.json").read_text())
+    assert train["pairs_trained"] == train["steps"] * 16 == 17472  # global batch 16
+    assert train["distinct_pairs_trained"] == train["pairs_available"] == 679
+    env = json.loads((default_run["run_dir"] / "env.json").read_text())
+    assert env["torch_threads_driver"] == env["torch_threads_per_process"] == 2  # the demo preset's threads
 
 
 def test_training_is_what_lifts_accuracy_from_chance(default_run):
@@ -85,7 +114,10 @@ def test_a_finished_run_whose_config_changed_is_not_silently_reused(default_run,
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
     proc = run_cli(["-m", "repro.train"], tmp_path)
     assert proc.returncode == 2
-    assert "different config (optim.lr: 0.5 -> 0.001)" in proc.stderr and "force=true" in proc.stderr
+    assert "different config (optim.lr: 0.5 -> 0.001)" in proc.stderr
+    # the advice keeps the other run's data: move it aside; force=true is named only as what deletes it
+    assert f"mv '{run_dir.resolve()}' '{run_dir.resolve()}.old'" in proc.stderr
+    assert "force=true would delete it" in proc.stderr
 
 
 def test_multirun_gives_one_deterministic_dir_per_point(tmp_path):
@@ -107,46 +139,6 @@ def test_multirun_gives_one_deterministic_dir_per_point(tmp_path):
         json.loads((dirs["bt"] / "final.json").read_text())["Score"]
         - json.loads((dirs["hinge"] / "final.json").read_text())["Score"])
     assert 0 < score["p_value"] <= 1
-
-
-def test_one_process_with_accumulation_equals_two_ddp_processes(tmp_path):
-    """Global batch 16 as 8 x 2 accumulation on one process, or 8 x 1 on two gloo processes: same model."""
-    common = ["optim.max_steps=15", "seed=1"]
-    one = run_cli(["-m", "repro.train", *common], tmp_path)
-    two = run_cli(["-m", "repro.train", *common, "launcher=accelerate", "launcher.cpu=true",
-                   "launcher.num_processes=2"], tmp_path)
-    assert one.returncode == 0 and two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
-    root = tmp_path / "runs" / "tiny"
-    d1 = root / "optim.max_steps=15" / "seed=1"
-    d2 = root / "launcher.cpu=true,launcher.num_processes=2,launcher=accelerate,optim.max_steps=15" / "seed=1"
-    assert json.loads((d2 / "train.json").read_text())["world_size"] == 2
-    a, b = (pd.read_parquet(d / "eval" / "per_example.parquet") for d in (d1, d2))
-    assert (a["score_chosen"] - b["score_chosen"]).abs().max() < 1e-4
-    assert (a["score_rejected"] - b["score_rejected"]).abs().max() < 1e-4
-
-    def train_log(d):
-        rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
-        return {(r["step"], r["metric"]): r["value"] for r in rows
-                if r["split"] == "train" and r["metric"] in ("loss", "accuracy", "lr")}
-
-    one_log, two_log = train_log(d1), train_log(d2)  # logged over all ranks, not rank 0 alone
-    assert one_log.keys() == two_log.keys() and one_log
-    assert all(abs(one_log[k] - two_log[k]) < 1e-5 for k in one_log)
-
-
-@pytest.mark.parametrize("args,needles", [
-    (["loss=nope"], ["loss/nope", "bt", "hinge"]),
-    (["optim.lr=fast"], ["optim.lr"]),
-    (["data.sources.0.path=/nonexistent/folder"], ["/nonexistent/folder", "not found"]),
-    (["eval.path=/nonexistent/rb"], ["/nonexistent/rb", "not found"]),
-    (["model=llama31_8b", "model.path=/nonexistent/model"], ["/nonexistent/model", "model folder not found"]),
-])
-def test_bad_input_stops_with_a_clear_message(tmp_path, args, needles):
-    proc = run_cli(["-m", "repro.train", *args, "optim.max_steps=1"], tmp_path)
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr
-    for needle in needles:
-        assert needle in proc.stderr, proc.stderr
 
 
 def test_layering_only_train_imports_hydra():
@@ -181,38 +173,6 @@ def test_evaluate_any_reward_model_folder_matches_the_run(default_run, tmp_path)
     assert "Score" in proc.stdout
 
 
-def test_rescoring_a_run_with_legacy_weights(default_run, tmp_path):
-    import shutil
-
-    run_dir = tmp_path / "copy"
-    shutil.copytree(default_run["run_dir"], run_dir)
-    metrics_before = (run_dir / "metrics.jsonl").read_text()
-    proc = run_cli(["-m", "repro.evaluate", "--run-dir", str(run_dir)], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads((run_dir / "final.json").read_text())["weights"] == "current"  # the run's own weighting
-    proc = run_cli(["-m", "repro.evaluate", "--run-dir", str(run_dir), "--weights", "legacy"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (run_dir / "metrics.jsonl").read_text() == metrics_before  # re-scoring does not rewrite history
-    final = json.loads((run_dir / "final.json").read_text())
-    assert final["weights"] == "legacy"
-    per_example = pd.read_parquet(run_dir / "eval" / "per_example.parquet")
-    from repro.eval.rewardbench import score, subset_accuracies
-
-    expected = score(subset_accuracies(per_example["subset"], per_example["correct"]), weights="legacy")
-    assert final["sections"]["Safety"] == pytest.approx(expected["Safety"])
-    # a paired comparison never mixes weightings silently
-    proc = run_cli(["-m", "repro.evaluate", "--compare", str(run_dir), str(default_run["run_dir"])], tmp_path)
-    assert proc.returncode == 2 and "different weightings ['current', 'legacy']" in proc.stderr
-
-
-def test_a_failing_sweep_point_does_not_stop_the_others_but_fails_the_sweep(tmp_path):
-    proc = run_cli(["-m", "repro.train", "-m", "optim.lr=fast,0.001", "optim.max_steps=3"], tmp_path)
-    assert proc.returncode == 1
-    assert "optim.lr: expected float, got 'fast'" in proc.stderr
-    assert "1 sweep point(s) failed: optim.lr=fast optim.max_steps=3" in proc.stderr
-    assert (tmp_path / "runs" / "tiny" / "optim.lr=0.001,optim.max_steps=3" / "seed=0" / "final.json").is_file()
-
-
 def test_training_a_local_checkpoint_folder_goes_through_the_hub_loading_path(default_run, tmp_path):
     """`model=llama31_8b model.path=FOLDER`: the code that loads the real backbone, on an offline folder."""
     folder = default_run["run_dir"] / "model"
@@ -238,49 +198,93 @@ def test_table3_sweep_preset_runs_all_eight_losses(tmp_path):
     assert done == set(LOSSES)
 
 
-@pytest.mark.parametrize("launcher", [[], ["launcher=accelerate", "launcher.cpu=true"]], ids=["local", "ddp2"])
-def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_numbers(tmp_path, launcher):
+def _results(d):
+    """Per-example scores and the logged training curve of a finished run dir."""
+    scores = pd.read_parquet(d / "eval" / "per_example.parquet")
+    lines = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    curve = [(m["step"], m["metric"], m["value"]) for m in lines if m["metric"] in ("loss", "accuracy", "lr")]
+    return scores, curve
+
+
+RESUME = ["optim.max_steps=30", "optim.save_every=7", "optim.log_every=5"]
+RESUME_NAME = ",".join(sorted(RESUME))
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_numbers(tmp_path):
     """Killed right after step 17 (checkpoints every 7, logs every 5), the same command resumes at 14 and
-    ends bit-identical to an uninterrupted one-process run: same scores, same logged training curve. With
-    two DDP workers the killed-and-resumed run must still equal the one-process run."""
-    common = ["optim.max_steps=30", "optim.save_every=7", "optim.log_every=5"]
-    args = ["-m", "repro.train", *common]
+    ends bit-identical to an uninterrupted run: same scores, same logged training curve."""
+    args = ["-m", "repro.train", *RESUME]
     whole = run_cli([*args, "runs_root=whole"], tmp_path)
     assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = run_cli([*args, *launcher, "runs_root=killed"], tmp_path, env={"REPRO_CRASH_AT_STEP": "17"})
+    # accelerate's lines for each checkpoint go to the run's log, not the terminal
+    assert "saved in" not in whole.stdout + whole.stderr
+    assert "saved in" in (tmp_path / "whole" / "tiny" / RESUME_NAME / "seed=0" / "run.log").read_text()
+    killed = run_cli([*args, "runs_root=killed"], tmp_path, env={"REPRO_CRASH_AT_STEP": "17"})
     assert killed.returncode != 0
-    name = ",".join(sorted([*common, *launcher]))
-    run_dir = tmp_path / "killed" / "tiny" / name / "seed=0"
+    run_dir = tmp_path / "killed" / "tiny" / RESUME_NAME / "seed=0"
     assert not (run_dir / "final.json").exists()
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_14"]  # older ones pruned
+    # model, optimizer, scheduler, RNG and trainer state; no per-epoch sampler files piling up
+    assert not [p.name for p in (run_dir / "checkpoints" / "step_14").iterdir() if "sampler" in p.name]
     with (run_dir / "metrics.jsonl").open("a") as f:
         f.write('{"step": 18, "split": "tr')  # a line cut off by the kill
-    if not launcher:
-        # a checkpoint made under another config is never silently thrown away
-        saved = (run_dir / "config.yaml").read_text()
-        (run_dir / "config.yaml").write_text(saved.replace("weights: current", "weights: legacy"))
-        refused = run_cli([*args, "runs_root=killed"], tmp_path)
-        assert refused.returncode == 2 and "checkpoints of an unfinished run with a different config" in refused.stderr
-        assert (run_dir / "checkpoints" / "step_14").is_dir()
-        (run_dir / "config.yaml").write_text(saved)
-    resumed = run_cli([*args, *launcher, "runs_root=killed"], tmp_path)
+    # a checkpoint made under another config is never silently thrown away
+    saved = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(saved.replace("weights: current", "weights: legacy"))
+    refused = run_cli([*args, "runs_root=killed"], tmp_path)
+    assert refused.returncode == 2 and "checkpoints of an unfinished run with a different config" in refused.stderr
+    assert "mv '" in refused.stderr and "force=true would delete it" in refused.stderr
+    assert (run_dir / "checkpoints" / "step_14").is_dir()
+    (run_dir / "config.yaml").write_text(saved)
+    resumed = run_cli([*args, "runs_root=killed"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming unfinished run" in resumed.stdout
     assert not (run_dir / "checkpoints").exists()  # removed once the final model is saved
 
-    def results(d):
-        scores = pd.read_parquet(d / "eval" / "per_example.parquet")
-        lines = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
-        curve = [(m["step"], m["metric"], m["value"]) for m in lines if m["metric"] in ("loss", "accuracy", "lr")]
-        return scores, curve
-
-    (a, curve_a) = results(tmp_path / "whole" / "tiny" / ",".join(sorted(common)) / "seed=0")
-    (b, curve_b) = results(run_dir)
+    a, curve_a = _results(tmp_path / "whole" / "tiny" / RESUME_NAME / "seed=0")
+    b, curve_b = _results(run_dir)
     assert a["score_chosen"].equals(b["score_chosen"]) and a["score_rejected"].equals(b["score_rejected"])
-    assert [c[:2] for c in curve_a] == [c[:2] for c in curve_b]
-    # logged averages are summed over ranks in another order with DDP: equal to float rounding
-    assert all(abs(x[2] - y[2]) < 1e-5 for x, y in zip(curve_a, curve_b))
+    assert curve_a == curve_b
     assert json.loads((run_dir / "train.json").read_text())["steps"] == 30
+
+
+# What the README promises across world sizes and thread counts: equal up to float rounding, which
+# training amplifies. Measured over these 30 steps: see the README (Determinism).
+ACROSS_WORLD_SIZES = 1e-3
+
+
+def test_two_ddp_workers_resume_bit_for_bit_and_match_one_process_to_rounding(tmp_path):
+    """Two gloo workers with one thread each: killed after step 17 and resumed, they end bit-identical to
+    an uninterrupted two-worker run. One process (the preset's 2 threads, 8 x 2 accumulation) trains the
+    same model up to float rounding: the same global batches, data order and schedule."""
+    ddp = ["launcher=accelerate", "launcher.cpu=true", "launcher.num_processes=2", "launcher.cpu_threads=1"]
+    args = ["-m", "repro.train", *RESUME]
+    whole = run_cli([*args, *ddp, "runs_root=whole"], tmp_path)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed = run_cli([*args, *ddp, "runs_root=killed"], tmp_path, env={"REPRO_CRASH_AT_STEP": "17"})
+    assert killed.returncode != 0
+    run_dir = tmp_path / "killed" / "tiny" / RESUME_NAME / "seed=0"  # launcher settings are not in the name
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_14"]
+    resumed = run_cli([*args, *ddp, "runs_root=killed"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming unfinished run" in resumed.stdout
+    train_info = json.loads((run_dir / "train.json").read_text())
+    assert (train_info["world_size"], train_info["threads_per_process"]) == (2, 1)
+    assert json.loads((run_dir / "env.json").read_text())["torch_threads_per_process"] == 1
+
+    a, curve_a = _results(tmp_path / "whole" / "tiny" / RESUME_NAME / "seed=0")
+    b, curve_b = _results(run_dir)
+    assert a["score_chosen"].equals(b["score_chosen"]) and a["score_rejected"].equals(b["score_rejected"])
+    assert curve_a == curve_b
+
+    one = run_cli([*args, "runs_root=one"], tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+    c, curve_c = _results(tmp_path / "one" / "tiny" / RESUME_NAME / "seed=0")
+    assert (c["id"] == a["id"]).all()
+    assert (c["score_chosen"] - a["score_chosen"]).abs().max() < ACROSS_WORLD_SIZES
+    assert (c["score_rejected"] - a["score_rejected"]).abs().max() < ACROSS_WORLD_SIZES
+    assert [x[:2] for x in curve_c] == [x[:2] for x in curve_a]
+    assert all(abs(x[2] - y[2]) < ACROSS_WORLD_SIZES for x, y in zip(curve_a, curve_c))
 
 
 def test_results_notebook_runs_headless_on_the_collected_runs(default_run, tmp_path):

@@ -3,9 +3,16 @@
 Both go through `datasets.load_dataset(path, ...)`, so the fixture folders shipped with the package
 exercise the same code that reads the real data. Failures become one `DataError` line naming the
 dataset (and the key that is missing), never a bare traceback from inside `datasets`.
+
+Required columns are checked file by file for local folders before loading: `datasets` fills a column
+that one shard lacks with nulls, which would turn a broken shard into rows silently dropped downstream.
 """
 from __future__ import annotations
 
+import csv
+import gzip
+import io
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -31,6 +38,9 @@ def load_split(path: str, split: str, *, name: str | None = None, data_dir: str 
     if looks_local(where) and not Path(where).expanduser().is_dir():
         raise DataError(f"{where}: dataset folder not found")
     label = where if name is None else f"{where} (config {name})"
+    columns = list(columns)
+    if columns and looks_local(where):
+        check_file_columns(path, split, columns, name=name, data_dir=data_dir, label=label)
     try:
         ds = datasets.load_dataset(where, name, data_dir=data_dir, split=split)
     except ValueError as e:
@@ -45,6 +55,59 @@ def load_split(path: str, split: str, *, name: str | None = None, data_dir: str 
         raise DataError(f"{label} split {split!r}: missing column(s) {missing}; found {ds.column_names}"
                         + (f" (files: {', '.join(files)})" if files else ""))
     return ds
+
+
+# How many leading rows of a JSON-lines file are read for its column names (keys may be absent in a row).
+JSON_ROWS_FOR_COLUMNS = 1000
+
+
+def file_columns(file: str) -> list[str] | None:
+    """Column names of one local data file, read cheaply; None where unknown (not local, other format, unreadable).
+
+    Parquet: the footer schema. JSON lines (optionally .gz): the union of the keys of the first rows.
+    CSV (optionally .gz): the header. An unreadable file is left to `load_dataset`'s own error.
+    """
+    p = Path(file)
+    if not p.is_file():
+        return None
+    lower = p.name.lower()
+    base = lower[:-3] if lower.endswith(".gz") else lower
+    try:
+        if lower.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            return pq.read_schema(p).names
+        if not base.endswith((".jsonl", ".json", ".csv")):
+            return None
+        opener = gzip.open if lower.endswith(".gz") else open
+        with opener(p, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8") as f:
+            if base.endswith(".csv"):
+                return next(csv.reader(f), None)
+            keys: dict[str, None] = {}
+            for n, line in enumerate(f):
+                if n >= JSON_ROWS_FOR_COLUMNS:
+                    break
+                if line.strip():
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        return None
+                    keys.update(dict.fromkeys(row))
+            return list(keys) or None
+    except Exception:  # noqa: BLE001 - a pretty-printed .json, a corrupt file: load_dataset reports those
+        return None
+
+
+def check_file_columns(path: str, split: str, columns: Iterable[str], *, name: str | None = None,
+                       data_dir: str | None = None, label: str | None = None) -> None:
+    """DataError naming the first local file of the split that lacks a required column (Hub files: skipped)."""
+    for f in split_files(path, split, name=name, data_dir=data_dir):
+        have = file_columns(f)
+        if have is None:
+            continue
+        missing = [c for c in columns if c not in have]
+        if missing:
+            raise DataError(f"{f}: missing column(s) {missing}; it has {have} "
+                            f"(split {split!r} of {label or resolve(path)}: every file needs every column)")
 
 
 def split_files(path: str, split: str, *, name: str | None = None, data_dir: str | None = None) -> list[str]:

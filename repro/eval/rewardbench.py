@@ -150,15 +150,31 @@ def read_run_rm_json(path: str | Path) -> dict[str, float]:
     """Read a per-subset accuracy file in the official `scripts/run_rm.py` output format.
 
     Metadata keys (`model`, `model_type`, `chat_template`, ...) are ignored; every other key must be one
-    of the 23 subsets, each must be present, and each value a number in [0, 1].
+    of the 23 subsets, each must be present, and each value a number in [0, 1]. A key given twice is
+    refused: plain JSON parsing keeps the last value silently, and the file would score as something else.
     """
     path = Path(path)
+
+    def unique_keys(pairs: list[tuple]) -> dict:
+        seen = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise RewardBenchError(f"{path}: key {k!r} appears more than once; each subset may be given once")
+            seen.add(k)
+        return dict(pairs)
+
+    if path.is_dir():
+        raise RewardBenchError(f"{path}: is a folder; expected a JSON file of subset -> accuracy")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(), object_pairs_hook=unique_keys)
     except FileNotFoundError:
         raise RewardBenchError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise RewardBenchError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise RewardBenchError(f"{path}: not a text file (not valid UTF-8)") from None
+    except OSError as e:
+        raise RewardBenchError(f"{path}: cannot read ({e.strerror or type(e).__name__})") from None
     if not isinstance(raw, dict):
         raise RewardBenchError(f"{path}: expected a JSON object of subset -> accuracy")
     acc = {k: v for k, v in raw.items() if k not in RUN_RM_META_KEYS}

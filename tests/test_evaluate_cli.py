@@ -1,0 +1,212 @@
+"""`python -m repro.evaluate` as a user runs it: bad input stops with one line before any model is loaded,
+and re-scoring a run writes beside its result, never over it."""
+import json
+import os
+import shutil
+
+import pandas as pd
+import pytest
+
+from repro import config as config_mod
+from repro.eval.rewardbench import SUBSETS, score, subset_accuracies
+
+from conftest import run_cli
+
+EVALUATE = ["-m", "repro.evaluate"]
+# The run's own result: re-scoring must leave every byte of these as it was.
+OWN_RESULT = ["final.json", "eval/per_example.parquet", "eval/subsets.json", "eval/run_rm.json", "metrics.jsonl"]
+RESCORE_FILES = ["per_example.parquet", "run_rm.json", "subsets.json", "summary.json"]
+
+
+def error_line(proc) -> str:
+    """The one error line of a refused command: exit 2, no traceback, and stderr is `error: ...` alone
+    (the package's errors) or argparse's usage line plus its error line."""
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    if lines and lines[0].startswith("usage: "):
+        assert len(lines) == 2 and lines[1].startswith("python -m repro.evaluate: error: "), proc.stderr
+        return lines[1]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def subsets_json(path, duplicate: str | None = None):
+    body = [f'"{s}": 0.75' for s in SUBSETS] + ([f'"{duplicate}": 0.25'] if duplicate else [])
+    path.write_text("{" + ", ".join(body) + "}")
+    return path
+
+
+def per_example_folder(folder, drop: list[str]):
+    folder.mkdir()
+    df = pd.DataFrame({"id": range(len(SUBSETS)), "subset": list(SUBSETS), "score_chosen": 1.0,
+                       "score_rejected": 0.0, "correct": True})
+    df.drop(columns=drop).to_parquet(folder / "per_example.parquet", index=False)
+    return folder
+
+
+def unwritable_dir(tmp_path):
+    """A folder nothing can be created in: root ignores permissions, so under /sys for root."""
+    if os.geteuid() == 0:
+        return "/sys/repro-test-out"
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o555)
+    return str(folder / "out")
+
+
+def case(tmp_path, name):
+    """(arguments, substrings the error line must hold) for one kind of bad input."""
+    good = per_example_folder(tmp_path / "good", [])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # --model /nonexistent/model: an --out error must come before the model is looked at
+    model = ["--model", "/nonexistent/model", "--out", str(tmp_path / "out")]
+    if name == "from-subsets is a folder":
+        return ["--from-subsets", str(tmp_path)], [str(tmp_path), "is a folder"]
+    if name == "from-subsets missing":
+        return ["--from-subsets", str(tmp_path / "nope.json")], ["nope.json", "file not found"]
+    if name == "from-subsets broken JSON":
+        (tmp_path / "broken.json").write_text('{"alpacaeval-easy": 0.5,')
+        return ["--from-subsets", str(tmp_path / "broken.json")], ["broken.json", "not valid JSON"]
+    if name == "from-subsets duplicate key":
+        f = subsets_json(tmp_path / "dup.json", duplicate="hep-go")
+        return ["--from-subsets", str(f)], ["dup.json", "'hep-go'", "more than once"]
+    if name == "dtype":
+        return [*model, "--dtype", "foo"], ["--dtype", "'foo'"]
+    if name == "batch-size 0":
+        return [*model, "--batch-size", "0"], ["--batch-size", "0"]
+    if name == "batch-size negative":
+        return [*model, "--batch-size", "-3"], ["--batch-size", "-3"]
+    if name == "model without out":
+        return ["--model", "/nonexistent/model"], ["--model", "--out"]
+    if name == "out with run-dir":
+        return ["--run-dir", str(run_dir), "--out", str(tmp_path / "o")], ["--out", "only with --model"]
+    if name == "compare without correct":
+        bad = per_example_folder(tmp_path / "bad", ["correct"])
+        return ["--compare", str(good), str(bad)], [str(bad / "per_example.parquet"), "['correct']"]
+    if name == "compare without id and subset":
+        bad = per_example_folder(tmp_path / "bad", ["id", "subset"])
+        return ["--compare", str(bad), str(good)], [str(bad / "per_example.parquet"), "['id', 'subset']"]
+    if name == "compare not parquet":
+        (tmp_path / "bad").mkdir()
+        (tmp_path / "bad" / "per_example.parquet").write_text("id,subset,correct\n")
+        return ["--compare", str(good), str(tmp_path / "bad")], [str(tmp_path / "bad" / "per_example.parquet"),
+                                                                "not a readable parquet"]
+    if name == "run-dir without config.yaml":
+        return ["--run-dir", str(run_dir)], [str(run_dir / "config.yaml"), "no frozen config"]
+    if name == "run-dir without model":
+        config_mod.save(config_mod.RunConfig(), run_dir / "config.yaml")
+        return ["--run-dir", str(run_dir)], [str(run_dir), "has no model/", "training did not finish"]
+    if name == "run-dir broken config.yaml":
+        (run_dir / "config.yaml").write_text("optim:\n  lr: [1, 2\nseed: 0\n")
+        return ["--run-dir", str(run_dir)], [str(run_dir / "config.yaml"), "line 3", "not valid YAML"]
+    if name == "out is a file":
+        (tmp_path / "out").write_text("not a folder")
+        return model, [f"--out={tmp_path / 'out'}", "is a file"]
+    if name == "out cannot be written":
+        where = unwritable_dir(tmp_path)
+        return [*model[:3], where], [f"--out={where}", "cannot write there"]
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", [
+    "from-subsets is a folder", "from-subsets missing", "from-subsets broken JSON", "from-subsets duplicate key",
+    "dtype", "batch-size 0", "batch-size negative", "model without out", "out with run-dir",
+    "compare without correct", "compare without id and subset", "compare not parquet",
+    "run-dir without config.yaml", "run-dir without model", "run-dir broken config.yaml",
+    "out is a file", "out cannot be written",
+])
+def test_bad_input_is_one_error_line_before_any_model_is_loaded(tmp_path, name):
+    args, needles = case(tmp_path, name)
+    line = error_line(run_cli([*EVALUATE, *args], tmp_path))
+    for needle in needles:
+        assert needle in line, line
+    assert not (tmp_path / "run" / "eval").exists()  # nothing written into a run dir it refused
+
+
+def snapshot(run_dir, names) -> dict:
+    return {n: ((run_dir / n).read_bytes(), (run_dir / n).stat().st_mtime_ns) for n in names}
+
+
+def expected_sections(per_example, weights: str) -> dict:
+    """Sections and Score recomputed from per-example correctness, outside the code under test."""
+    return score(subset_accuracies(per_example["subset"], per_example["correct"]), weights=weights)
+
+
+def test_rescoring_writes_alongside_and_keeps_the_runs_own_result(default_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(default_run["run_dir"], run_dir)
+    own = snapshot(run_dir, OWN_RESULT)
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["weights"] == "current"  # config.yaml says eval.weights: current
+
+    proc = run_cli([*EVALUATE, "--run-dir", str(run_dir), "--weights", "legacy"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    legacy = run_dir / "eval" / "rescore-legacy"
+    assert sorted(p.name for p in legacy.iterdir()) == RESCORE_FILES
+    assert snapshot(run_dir, OWN_RESULT) == own
+    assert str(legacy) in proc.stdout
+    # this machine scored the run itself: the same model gives the same scores, and the CLI says so
+    own_scores = pd.read_parquet(run_dir / "eval" / "per_example.parquet")
+    rescored = pd.read_parquet(legacy / "per_example.parquet")
+    assert rescored.equals(own_scores)
+    assert "identical to the run's own, bit for bit" in proc.stdout
+    summary = json.loads((legacy / "summary.json").read_text())
+    assert set(summary) == {"sections", "Score", "ci95", "weights", "examples"}
+    assert summary["weights"] == "legacy" and summary["examples"] == len(own_scores)
+    expected = expected_sections(rescored, "legacy")
+    assert summary["sections"] == pytest.approx({k: v for k, v in expected.items() if k != "Score"})
+    assert summary["Score"] == pytest.approx(expected["Score"])
+    run_rm = json.loads((legacy / "run_rm.json").read_text())
+    assert {s: run_rm[s] for s in SUBSETS} == pytest.approx(subset_accuracies(rescored["subset"], rescored["correct"]))
+
+    # the run's own weighting, re-scored too: both coexist
+    legacy_files = snapshot(legacy, RESCORE_FILES)
+    proc = run_cli([*EVALUATE, "--run-dir", str(run_dir)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    current = json.loads((run_dir / "eval" / "rescore-current" / "summary.json").read_text())
+    assert current["weights"] == "current"
+    assert current["sections"] == pytest.approx(final["sections"]) and current["Score"] == pytest.approx(final["Score"])
+    assert snapshot(legacy, RESCORE_FILES) == legacy_files
+    assert snapshot(run_dir, OWN_RESULT) == own
+
+    # --compare still reads each run's weighting from its final.json; re-scorings carry theirs
+    proc = run_cli([*EVALUATE, "--compare", str(run_dir), str(default_run["run_dir"])], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["weights"] == "current"
+    proc = run_cli([*EVALUATE, "--compare", str(legacy), str(run_dir / "eval" / "rescore-current")], tmp_path)
+    assert "different weightings ['current', 'legacy']" in error_line(proc)
+
+
+def test_a_run_whose_evaluation_did_not_finish_is_completed_as_the_pipeline_would(default_run, tmp_path):
+    """Training done, evaluation killed: --run-dir writes eval/ and final.json under the run's own weighting
+    (as the pipeline does), and a requested other weighting only beside it."""
+    run_dir = tmp_path / "tiny" / "default" / "seed=0"  # final.json names the run after its folder
+    shutil.copytree(default_run["run_dir"], run_dir)
+    pipeline_final = json.loads((run_dir / "final.json").read_text())
+    pipeline_metrics = (run_dir / "metrics.jsonl").read_text().splitlines()
+    (run_dir / "final.json").unlink()
+    shutil.rmtree(run_dir / "eval")
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(line + "\n" for line in pipeline_metrics if json.loads(line)["split"] != "eval"))
+
+    proc = run_cli([*EVALUATE, "--run-dir", str(run_dir), "--weights", "legacy"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["weights"] == "current"
+    assert {k: final[k] for k in ("run", "eval", "train")} == {k: pipeline_final[k] for k in ("run", "eval", "train")}
+    assert final["sections"] == pytest.approx(pipeline_final["sections"])
+    assert final["ci95"].keys() == pipeline_final["ci95"].keys()
+    assert all(final["ci95"][k] == pytest.approx(v) for k, v in pipeline_final["ci95"].items())
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    expected_metrics = [json.loads(line) for line in pipeline_metrics]
+    assert [(m["step"], m["split"], m["metric"]) for m in metrics] == [
+        (m["step"], m["split"], m["metric"]) for m in expected_metrics]  # the eval lines are back, once
+    assert [m["value"] for m in metrics] == pytest.approx([m["value"] for m in expected_metrics])
+    per_example = pd.read_parquet(run_dir / "eval" / "per_example.parquet")
+    assert sorted(p.name for p in (run_dir / "eval").iterdir()) == [
+        "per_example.parquet", "rescore-legacy", "run_rm.json", "subsets.json"]
+    legacy = json.loads((run_dir / "eval" / "rescore-legacy" / "summary.json").read_text())
+    assert legacy["weights"] == "legacy"
+    assert legacy["Score"] == pytest.approx(expected_sections(per_example, "legacy")["Score"])
+    assert "completed the run" in proc.stdout and str(run_dir / "eval" / "rescore-legacy") in proc.stdout
