@@ -80,29 +80,12 @@ def set_cpu_threads(cfg) -> int:
     return torch.get_num_threads()
 
 
-def die_with_parent() -> None:
-    """Have the kernel kill this worker when the process that started it dies (Linux), so a killed driver
-    or launcher never leaves workers training and writing into a run dir that a rerun is using."""
-    import ctypes
-    import os
-    import signal
-
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
-
-
 def fit(run_dir: str | Path) -> dict:
     from accelerate.utils import set_seed
 
     from repro.data.tokenize import tokenize_pairs
     from repro.engine import train
-    from repro.results import discard
-    from repro.results import MetricsLog, atomic_write_json, update_json
+    from repro.results import MetricsLog, atomic_write_json, discard, update_json
 
     run_dir = Path(run_dir)
     cfg = config_mod.load(run_dir / "config.yaml")
@@ -154,11 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import os
+    import signal
 
+    from repro.launch import die_with_parent
     from repro.results import TrainingStopped
 
-    if "LOCAL_RANK" in os.environ:  # started by a launcher, not by hand
-        die_with_parent()
+    if "LOCAL_RANK" in os.environ:  # started by a launcher: never outlive it, or a rerun finds us writing
+        die_with_parent(signal.SIGKILL)
     rank = os.environ.get("RANK", "0")
     # One line per stopped worker, in a form the driver reads back from fit.log (repro.launch.STOP_LINE).
     try:

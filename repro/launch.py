@@ -73,11 +73,22 @@ STOP_LINE = re.compile(r"^stopped \(rank (\d+), (\w+)\): (.*)$")
 _STOPS = {"TrainingDiverged": TrainingDiverged, "TrainingInterrupted": TrainingInterrupted}
 
 
-def _launcher_dies_with_driver() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        import ctypes
+def die_with_parent(sig: int) -> None:
+    """Have the kernel send `sig` to this process when its parent dies (Linux PR_SET_PDEATHSIG), so a
+    killed driver or launcher never leaves processes training and writing into a run dir that a rerun is
+    using. Exits at once if the parent died before the request took effect."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
 
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: the launcher then stops its workers
+    parent = os.getppid()
+    ctypes.CDLL(None).prctl(1, sig)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _launcher_dies_with_driver() -> None:  # runs in the child between fork and exec
+    die_with_parent(signal.SIGTERM)  # SIGTERM: torch's elastic agent then stops its workers
 
 
 def _descendants(pid: int) -> list[int]:

@@ -92,10 +92,9 @@ def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
     """
     from repro.data.sources import rewardbench as rb_source
     from repro.evaluate import rescore_dir, score_rows, summarize, to_best_device, write_eval
+    from repro.fit import set_cpu_threads
     from repro.model import ModelError, load_pretrained
     from repro.results import writable_dir
-
-    from repro.fit import set_cpu_threads
 
     run_dir = Path(run_dir)
     cfg = config_mod.load(run_dir / "config.yaml")

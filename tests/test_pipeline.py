@@ -188,6 +188,7 @@ def test_training_a_local_checkpoint_folder_goes_through_the_hub_loading_path(de
         assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}
 
 
+@pytest.mark.slow  # the preset's eight points are composed and validated by the default suite (test_reliability)
 def test_table3_sweep_preset_runs_all_eight_losses(tmp_path):
     from repro.losses import LOSSES
 

@@ -157,6 +157,18 @@ def test_divergence_stops_at_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     assert rows and max(r["step"] for r in rows) == kept
 
 
+@pytest.mark.slow
+def test_two_ddp_workers_stop_together_when_training_diverges(tmp_path):
+    args = ["optim.lr=1e20", "optim.max_steps=30", "optim.save_every=1", "launcher=accelerate", "launcher.cpu=true",
+            "launcher.cpu_threads=1"]
+    proc = run_cli(["-m", "repro.train", *args], tmp_path)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    (line,) = stderr_lines(proc)
+    assert line.startswith("error: training diverged") and "the last good checkpoint step_" in line, line
+    run_dir = tmp_path / "runs" / "tiny" / "optim.lr=1e20,optim.max_steps=30,optim.save_every=1" / "seed=0"
+    assert not fit_workers(run_dir) and not (run_dir / "final.json").exists()
+
+
 def test_a_diverging_sweep_point_fails_the_sweep_but_not_the_others(tmp_path):
     proc = run_cli(["-m", "repro.train", "-m", "optim.lr=1e20,0.001", *TOY], tmp_path)
     assert proc.returncode == 1
