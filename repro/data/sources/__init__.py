@@ -6,8 +6,10 @@ out like the Hub repo, or `fixture:<name>` for the copies shipped with the packa
 """
 from __future__ import annotations
 
-from repro.data.sources import skywork80k
+from repro.data.sources import helpsteer2, offsetbias, skywork80k
 
 SOURCES = {
     "skywork80k": skywork80k.load,
+    "offsetbias": offsetbias.load,
+    "helpsteer2": helpsteer2.load,
 }
