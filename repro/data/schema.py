@@ -61,3 +61,12 @@ def make_pair(*, id: str, source: str, prompt: list[dict], chosen: str, rejected
         "category": category,
         "score": score,
     }
+
+
+def keep_or_count(pair: dict, pairs: list[dict], drops) -> None:
+    """Append `pair` to `pairs`, or count it in `drops` under the reason `pair_problem` gives."""
+    reason = pair_problem(pair)
+    if reason:
+        drops[reason] += 1
+    else:
+        pairs.append(pair)

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import Counter
 
 from repro.data.hub import dataset_tag, load_split
-from repro.data.schema import make_pair, pair_problem
+from repro.data.schema import keep_or_count, make_pair
 
 HUB_ID = "nvidia/HelpSteer2"
 SOURCE = "helpsteer2"
@@ -99,9 +99,5 @@ def load(path: str = HUB_ID, split: str = "train") -> tuple[list[dict], Counter]
         chosen, rejected = (a, b) if a["helpfulness"] > b["helpfulness"] else (b, a)
         pair = make_pair(id=f"{tag}:{split}:{idx[0]}", source=SOURCE, prompt=turns,
                          chosen=chosen["response"], rejected=rejected["response"])
-        reason = pair_problem(pair)
-        if reason:
-            drops[reason] += 1
-            continue
-        pairs.append(pair)
+        keep_or_count(pair, pairs, drops)
     return pairs, drops

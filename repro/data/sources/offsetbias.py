@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 
 from repro.data.hub import dataset_tag, load_split
-from repro.data.schema import make_pair, pair_problem
+from repro.data.schema import keep_or_count, make_pair
 
 HUB_ID = "NCSOFT/offsetbias"
 SOURCE = "offsetbias"
@@ -37,9 +37,5 @@ def load(path: str = HUB_ID, split: str = "train") -> tuple[list[dict], Counter]
         pair = make_pair(id=f"{tag}:{split}:{i}", source=SOURCE,
                          prompt=[{"role": "user", "content": row["instruction"]}],
                          chosen=chosen, rejected=rejected)
-        reason = pair_problem(pair)
-        if reason:
-            drops[reason] += 1
-            continue
-        pairs.append(pair)
+        keep_or_count(pair, pairs, drops)
     return pairs, drops

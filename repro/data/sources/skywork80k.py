@@ -10,7 +10,7 @@ from collections import Counter
 import pyarrow as pa
 
 from repro.data.hub import dataset_tag, load_split, row_locator
-from repro.data.schema import DataError, make_pair, pair_problem
+from repro.data.schema import DataError, keep_or_count, make_pair
 
 HUB_ID = "Skywork/Skywork-Reward-Preference-80K-v0.1"
 COLUMNS = ("chosen", "rejected", "source")
@@ -52,9 +52,5 @@ def load(path: str = HUB_ID, split: str = "train") -> tuple[list[dict], Counter]
             continue
         pair = make_pair(id=f"{tag}:{split}:{i}", source=row["source"], prompt=prompt, chosen=chosen,
                          rejected=rejected)
-        reason = pair_problem(pair)
-        if reason:
-            drops[reason] += 1
-            continue
-        pairs.append(pair)
+        keep_or_count(pair, pairs, drops)
     return pairs, drops
