@@ -25,6 +25,48 @@ class SourceConfig:
     name: str = "skywork80k"          # key of repro.data.sources.SOURCES
     path: str = "fixture:skywork80k"  # Hub id, local folder laid out like the Hub repo, or fixture:<name>
     split: str = "train"
+    options: dict[str, typing.Any] = field(default_factory=dict)  # keyword options of the loader ([D] choices)
+
+
+@dataclass
+class MagpieConfig:
+    """Magpie selection (PAPER.md section 1): pooled over `sources`, top fraction per task category."""
+    enabled: bool = True              # false: every Magpie pair passes (the unfiltered 378K union)
+    sources: list[str] = field(default_factory=lambda: ["magpie_ultra", "magpie_pro_llama3.1", "magpie_pro",
+                                                         "magpie_air"])  # source values pooled together
+    score: str = "mean"               # [D] key of repro.data.select.SCORE_FUNCTIONS over the shipped ArmoRM scores
+    offsets: dict[str, float] = field(default_factory=lambda: {"magpie_air": -0.1, "magpie_pro": -0.05})  # [P]
+    top_fraction: dict[str, float] = field(default_factory=lambda: {"Math": 0.3, "Coding & Debugging": 0.3})  # [S]
+    default_fraction: float = 0.1     # [S] every other category
+    rounding: str = "floor"           # [D] kept per category = floor|round|ceil(fraction x pairs in the category)
+
+
+@dataclass
+class WildGuardConfig:
+    """WildGuardMix filtering (PAPER.md section 1): stage 1 adversarial only, stage 2 a scorer's ranking."""
+    source: str = "wildguard"         # the source value the stages apply to
+    adversarial_only: bool = True     # stage 1 [S]
+    stage2: bool = False              # stage 2: keep pairs the scorer ranks right (needs `scorer`)
+    # The scorer: a run dir of this package, or a Hub id / local folder of an AutoModelForSequenceClassification
+    # (the paper used its 27B model). null with stage2 on: `scorer_run` names the run that trains it.
+    scorer: str | None = None
+    # Overrides of the run that trains the scorer (e.g. [data=fixture_scorer, experiment=tiny]);
+    # `python -m repro.train` builds that run first, or reuses it when it is done.
+    scorer_run: list[str] = field(default_factory=list)
+    scorer_batch_size: int = 16
+    scorer_max_length: int = 4096
+
+
+@dataclass
+class DecontamConfig:
+    """N-gram decontamination against a benchmark (the RewardBench maintainers' 7-13-gram rule)."""
+    benchmark: str = "allenai/reward-bench"
+    split: str = "filtered"
+    remove_from: list[str] = field(default_factory=list)  # source values cleaned (v0.2: [magpie_ultra]); [] = none
+    report: bool = True               # Table 4's counts for every source in the manifest (also when nothing is removed)
+    min_n: int = 7
+    max_n: int = 13
+    turns: str = "all"                # user turns scanned: all (joined) or last
 
 
 @dataclass
@@ -35,6 +77,10 @@ class DataConfig:
     # Pairs with the same prompt, chosen and rejected text as an earlier pair: "drop" (default) keeps the
     # first and counts the rest in the manifest; "keep" trains on them as given (also counted).
     duplicates: str = "drop"
+    magpie: MagpieConfig = field(default_factory=MagpieConfig)
+    wildguard: WildGuardConfig = field(default_factory=WildGuardConfig)
+    decontamination: DecontamConfig = field(default_factory=lambda: DecontamConfig(report=False))
+    stats_tokenizer: str | None = None  # Table 1 token counts: a Hub id / local tokenizer; null = whitespace words
 
 
 @dataclass
@@ -130,6 +176,13 @@ class RunConfig:
 
 def _convert(tp, value, key: str):
     origin = typing.get_origin(tp)
+    if tp is typing.Any:
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        kt, vt = typing.get_args(tp)
+        return {_convert(kt, k, f"{key}.{k}"): _convert(vt, v, f"{key}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -205,6 +258,7 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"data.sources[{i}] repeats data.sources[{seen[key]}] ({s.name}, {s.path}, "
                               f"split {s.split}): each source is read once; list it once")
         seen[key] = i
+    validate_data(cfg.data)
     if cfg.data.duplicates not in ("drop", "keep"):
         raise ConfigError(f"data.duplicates={cfg.data.duplicates!r}; valid: drop, keep")
     if cfg.seed < 0:
@@ -263,6 +317,34 @@ def validate(cfg: RunConfig) -> None:
                           f"optim.per_device_batch_size={o.per_device_batch_size} x world size {world}")
     if o.scheduler not in ("cosine", "linear", "constant"):
         raise ConfigError(f"optim.scheduler={o.scheduler!r}; valid: constant, cosine, linear")
+
+
+def validate_data(d: DataConfig) -> None:
+    """Checks of the curation steps' settings; each error names the dotted key."""
+    from repro.data.select import ROUNDING, SCORE_FUNCTIONS
+
+    m = d.magpie
+    _check_name("data.magpie.score", m.score, SCORE_FUNCTIONS)
+    _check_name("data.magpie.rounding", m.rounding, ROUNDING)
+    for key, frac in [("default_fraction", m.default_fraction)] + [(f"top_fraction.{k}", v) for k, v in
+                                                                    m.top_fraction.items()]:
+        if not 0 <= frac <= 1:
+            raise ConfigError(f"data.magpie.{key}={frac}: must be in [0, 1]")
+    w = d.wildguard
+    if w.stage2 and not w.scorer and not w.scorer_run:
+        raise ConfigError("data.wildguard.stage2=true needs data.wildguard.scorer (a run dir, Hub id or folder) "
+                          "or data.wildguard.scorer_run (the overrides of the run that trains it)")
+    if w.scorer and w.scorer_run:
+        raise ConfigError("data.wildguard.scorer and data.wildguard.scorer_run are both set: name one scorer")
+    for key, value in (("data.wildguard.scorer_batch_size", w.scorer_batch_size),
+                       ("data.wildguard.scorer_max_length", w.scorer_max_length)):
+        if value < 1:
+            raise ConfigError(f"{key}={value}: must be >= 1")
+    c = d.decontamination
+    if not 1 <= c.min_n <= c.max_n:
+        raise ConfigError(f"data.decontamination.min_n={c.min_n}, max_n={c.max_n}: need 1 <= min_n <= max_n")
+    if c.turns not in ("all", "last"):
+        raise ConfigError(f"data.decontamination.turns={c.turns!r}; valid: all, last")
 
 
 def to_dict(cfg) -> dict:

@@ -58,12 +58,19 @@ def to_skywork_rows(pairs: list[dict]) -> list[dict]:
 
 
 def format_manifest(manifest: dict) -> str:
-    lines = [f"{'source':<16}{'read':>9}{'kept':>9}{'dropped':>9}  reasons"]
+    steps = manifest["steps"]
+    width = max([len("source")] + [len(s["label"]) for s in manifest["sources"]]) + 2
+    head = f"{'source':<{width}}" + "".join(f"{st:>15}" for st in steps)
+    lines = [head]
     for s in manifest["sources"]:
-        dropped = sum(s["dropped"].values())
-        reasons = "; ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"
-        lines.append(f"{s['name']:<16}{s['rows_read']:>9}{s['kept']:>9}{dropped:>9}  {reasons}")
-    lines.append(f"{'total':<16}{'':>9}{manifest['pairs']:>9}{manifest['dropped']:>9}")
+        lines.append(f"{s['label']:<{width}}" + "".join(f"{s['steps'][st]:>15,}" for st in steps))
+    lines.append(f"{'total':<{width}}" + "".join(f"{sum(s['steps'][st] for s in manifest['sources']):>15,}"
+                                                for st in steps))
+    lines.append("")
+    lines.append("drops by reason:")
+    for s in manifest["sources"]:
+        for reason, n in s["dropped"].items():
+            lines.append(f"  {s['label']:<{width}}{n:>9,}  {reason}")
     dup = manifest.get("duplicates")
     if dup:
         lines.append(f"duplicate pairs: {dup['found']} found, {dup['dropped']} dropped (duplicates: {dup['policy']})")
@@ -80,18 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import pyarrow as pa
 
-        from repro.data.mixture import build, write_pairs
+        from repro.data.mixture import build, write_curation
         from repro.data.sources.skywork80k import SCHEMA as SKYWORK_SCHEMA
-        from repro.results import atomic_write_json, atomic_write_parquet
+        from repro.results import atomic_write_parquet
 
         cfg = data_config(args.data)
         writable_dir(args.out, "--out")  # before curating: a bad --out fails in a second, not after the data
-        pairs, manifest = build(cfg)
-        write_pairs(args.out / "pairs.parquet", pairs)
+        table, manifest, side = build(cfg)
         if args.skywork_format:
             atomic_write_parquet(args.out / "train-00000-of-00001.parquet",
-                                 pa.Table.from_pylist(to_skywork_rows(pairs), schema=SKYWORK_SCHEMA))
-        atomic_write_json(args.out / "manifest.json", manifest)
+                                 pa.Table.from_pylist(to_skywork_rows(table.to_pylist()), schema=SKYWORK_SCHEMA))
+        write_curation(args.out, table, manifest, side)
     except (config_mod.ConfigError, DataError, OutputDirError, OSError) as e:
         print("error: " + " ".join(str(e).split("\n")), file=sys.stderr)  # one line, whatever the message
         return 2

@@ -16,8 +16,14 @@ from repro.fixtures import FIXTURE_ROOT, generate
 from conftest import run_cli
 
 
+def as_rows(loaded):
+    """A loader's (pair table, drops) as (list of pair dicts, drops)."""
+    table, drops = loaded
+    return table.to_pylist(), drops
+
+
 def test_skywork_fixture_counts_and_drop_reasons():
-    pairs, drops = skywork80k.load("fixture:skywork80k")
+    pairs, drops = as_rows(skywork80k.load("fixture:skywork80k"))
     assert len(pairs) == 1180
     assert dict(drops) == {"identical chosen and rejected": 1, "empty response": 1,
                            "chosen and rejected prompts differ": 1, "last turn is not from the assistant": 1,
@@ -58,7 +64,7 @@ def test_curation_manifest_and_cache(tmp_path):
     assert manifest["pairs"] == len(pairs) == 679 and manifest["dropped"] == 6 + 501
     assert manifest["sources"][0]["rows_read"] == 1186 and manifest["sources"][0]["dropped"]["duplicate pair"] == 501
     assert manifest["duplicates"] == {"policy": "drop", "found": 501, "dropped": 501, "by_source": {"skywork80k": 501}}
-    loaded, _ = skywork80k.load("fixture:skywork80k")
+    loaded, _ = as_rows(skywork80k.load("fixture:skywork80k"))
     first = {}
     for p in loaded:
         first.setdefault(json.dumps([p["prompt"], p["chosen"], p["rejected"]]), p)
@@ -150,7 +156,7 @@ def test_curate_cli_writes_the_released_format_that_reads_back(tmp_path):
     # the released layout: a folder with data/train-00000-of-00001.parquet reads through the same loader
     (tmp_path / "released" / "data").mkdir(parents=True)
     (out / "train-00000-of-00001.parquet").rename(tmp_path / "released" / "data" / "train-00000-of-00001.parquet")
-    again, drops = skywork80k.load(str(tmp_path / "released"))
+    again, drops = as_rows(skywork80k.load(str(tmp_path / "released")))
     assert not drops and [(p["prompt"], p["chosen"], p["rejected"], p["source"]) for p in again] == \
         [(p["prompt"], p["chosen"], p["rejected"], p["source"]) for p in pq.read_table(out / "pairs.parquet").to_pylist()]
 
@@ -175,7 +181,7 @@ def test_row_errors_name_the_file_and_its_own_row_across_shards(tmp_path):
     locate = row_locator(str(tmp_path / "ds"), "train")
     assert locate(1).endswith("train-00000-of-00002.parquet row 1")
     assert locate(4).endswith("train-00001-of-00002.parquet row 1")
-    pairs, drops = skywork80k.load(str(tmp_path / "ds"))
+    pairs, drops = as_rows(skywork80k.load(str(tmp_path / "ds")))
     assert len(pairs) == 5 and not drops
 
 
@@ -214,8 +220,8 @@ def test_duplicate_pairs_within_and_across_sources_are_dropped_or_kept_and_count
     ], schema=skywork80k.SCHEMA)
     sources = [SourceConfig(path=str(a)), SourceConfig(path=str(b))]
 
-    pairs, manifest = mixture.build(DataConfig(sources=sources))
-    assert [p["id"] for p in pairs] == ["a:train:0", "a:train:1", "a:train:3", "b:train:0", "b:train:2"]
+    pairs, manifest, _ = mixture.build(DataConfig(sources=sources))
+    assert pairs.column("id").to_pylist() == ["a:train:0", "a:train:1", "a:train:3", "b:train:0", "b:train:2"]
     assert manifest["pairs"] == 5 and manifest["dropped"] == 1 + 3
     assert manifest["duplicates"] == {"policy": "drop", "found": 3, "dropped": 3,
                                       "by_source": {"skywork80k[0]": 1, "skywork80k[1]": 2}}
@@ -225,8 +231,8 @@ def test_duplicate_pairs_within_and_across_sources_are_dropped_or_kept_and_count
     assert all(s["rows_read"] == s["kept"] + sum(s["dropped"].values()) for s in manifest["sources"])
     assert sum(s["kept"] for s in manifest["sources"]) == manifest["pairs"]
 
-    kept, manifest_keep = mixture.build(DataConfig(sources=sources, duplicates="keep"))
-    assert [p["id"] for p in kept] == ["a:train:0", "a:train:1", "a:train:2", "a:train:3",
+    kept, manifest_keep, _ = mixture.build(DataConfig(sources=sources, duplicates="keep"))
+    assert kept.column("id").to_pylist() == ["a:train:0", "a:train:1", "a:train:2", "a:train:3",
                                        "b:train:0", "b:train:1", "b:train:2", "b:train:3"]
     assert manifest_keep["duplicates"] == {"policy": "keep", "found": 3, "dropped": 0,
                                            "by_source": {"skywork80k[0]": 1, "skywork80k[1]": 2}}

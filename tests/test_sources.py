@@ -25,6 +25,12 @@ def check_orientation(pairs):
         assert pair_problem(p) is None and p["prompt"][-1]["role"] == "user"
 
 
+def as_rows(loaded):
+    """A loader's (pair table, drops) as (list of pair dicts, drops)."""
+    table, drops = loaded
+    return table.to_pylist(), drops
+
+
 def test_registry_and_fixture_names():
     assert SOURCES["offsetbias"] is offsetbias.load and SOURCES["helpsteer2"] is helpsteer2.load
     assert resolve("fixture:offsetbias") == str(FIXTURE_ROOT / "offsetbias")
@@ -34,7 +40,7 @@ def test_registry_and_fixture_names():
 
 
 def test_offsetbias_golden_counts_and_orientation():
-    pairs, drops = offsetbias.load("fixture:offsetbias")
+    pairs, drops = as_rows(offsetbias.load("fixture:offsetbias"))
     assert len(pairs) == 120
     assert dict(drops) == {"label not 1 or 2": 1, "response is not a string": 1, "identical chosen and rejected": 1}
     check_orientation(pairs)
@@ -46,7 +52,7 @@ def test_offsetbias_golden_counts_and_orientation():
 
 
 def test_helpsteer2_golden_counts_and_orientation():
-    pairs, drops = helpsteer2.load("fixture:helpsteer2")
+    pairs, drops = as_rows(helpsteer2.load("fixture:helpsteer2"))
     assert len(pairs) == 52
     assert dict(drops) == {
         "helpfulness tie": 1,
@@ -62,14 +68,14 @@ def test_helpsteer2_golden_counts_and_orientation():
     assert sum(len(p["prompt"]) == 3 for p in pairs) == 10 and sum(len(p["prompt"]) == 1 for p in pairs) == 41
     # the split-apart group (0-based rows 102 and 122 of 123) pairs up by prompt string, keyed by its first row
     assert pairs[-1]["id"] == "fixture:helpsteer2:train:102"
-    val, vdrops = helpsteer2.load("fixture:helpsteer2", "validation")
+    val, vdrops = as_rows(helpsteer2.load("fixture:helpsteer2", "validation"))
     assert len(val) == 10 and dict(vdrops) == {"helpfulness tie": 1}
     check_orientation(val)
     assert val[0]["id"] == "fixture:helpsteer2:validation:0"
 
 
 def test_helpsteer2_multi_turn_prompt_is_split_exactly():
-    pairs, _ = helpsteer2.load("fixture:helpsteer2")
+    pairs, _ = as_rows(helpsteer2.load("fixture:helpsteer2"))
     first = pairs[0]
     assert first["id"] == "fixture:helpsteer2:train:0"
     assert first["prompt"] == [
@@ -104,8 +110,8 @@ def test_split_turns(prompt, expected):
 def test_local_copy_reads_the_same_pairs(tmp_path, name, loader, split):
     folder = tmp_path / f"copy-{name}"
     shutil.copytree(FIXTURE_ROOT / name, folder)
-    fixture_pairs, fixture_drops = loader(f"fixture:{name}", split)
-    local_pairs, local_drops = loader(str(folder), split)
+    fixture_pairs, fixture_drops = as_rows(loader(f"fixture:{name}", split))
+    local_pairs, local_drops = as_rows(loader(str(folder), split))
     assert local_drops == fixture_drops
     assert [p["id"] for p in local_pairs] == [p["id"].replace(f"fixture:{name}:", f"copy-{name}:")
                                                 for p in fixture_pairs]

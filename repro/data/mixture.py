@@ -1,18 +1,25 @@
-"""Recipe -> curated dataset + manifest.
+"""Recipe -> curated pair table + manifest: the paper's curation as a chain of table -> table steps.
 
-`curate(data_cfg, cache_root)` loads every configured source through the registry, drops bad pairs with
-a counted reason, concatenates, and writes `pairs.parquet` + `manifest.json` into a cache folder keyed
-by a hash of the data config and the curation code version, so sweeps over losses or seeds reuse it.
-The manifest lists, per source, rows read, pairs kept and drops by reason, and the SHA-256 of the
-curated rows, so two curations can be compared by a glance at their manifests. The cache key also covers
-the data code and the files of local source folders, so an edited loader or dataset is curated afresh.
+    read            rows of each source split
+    paired          canonical pairs its loader built (repro/data/sources/; bad rows counted by reason)
+    selected        after Magpie selection (repro.data.select; other sources pass)
+    filtered        after WildGuard stage 1 (adversarial only) and stage 2 (a scorer's ranking) (repro.data.stages)
+    decontaminated  after removing pairs whose prompt shares a 7-13-gram with the benchmark, for the sources
+                    in `data.decontamination.remove_from` (repro.data.decontam)
+    kept            after dropping duplicate pairs (`data.duplicates`)
+
+Every step is a pure function of an Arrow table (`repro.data.schema.PAIR_SCHEMA`) plus a drop count by
+reason; the manifest holds, per configured source, the pairs left after every step and every drop by
+reason, so `read - kept = sum of drops` for each source. It also holds the Magpie category table, the
+WildGuard stage counts, Table 4's contamination counts, Table 1's statistics, the SHA-256 of the curated
+rows and the code version. `curate` caches the result in a folder keyed by a hash of the data config, the
+data code and the state of local source folders, so sweeps over losses or seeds reuse it.
 
 Duplicate pairs: a pair whose (prompt messages, chosen, rejected) equals an earlier pair's, within one
 source or across the sources of the mixture, is a duplicate. `data.duplicates: drop` (the default) keeps
-the first occurrence in source order, then row order, and counts the rest as the per-source drop reason
-"duplicate pair"; `keep` trains on every copy. Either way the manifest's `duplicates` entry counts them,
-so what is trained never changes silently. Pairs are compared by the SHA-256 of their canonical JSON: one
-pass, holding one 32-byte digest per distinct pair (~100 bytes with Python's overhead; 700K pairs ~70 MB).
+the first occurrence in source order, then row order, and counts the rest as the drop reason "duplicate
+pair"; `keep` trains on every copy. Either way the manifest's `duplicates` entry counts them. Pairs are
+compared by the SHA-256 of their canonical JSON (one 32-byte digest per distinct pair held).
 """
 from __future__ import annotations
 
@@ -21,27 +28,30 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from repro.data.schema import PAIR_COLUMNS
+from repro.data.schema import PAIR_COLUMNS, PAIR_SCHEMA, DataError
 from repro.results import atomic_write_json, atomic_write_parquet
 
 log = logging.getLogger(__name__)
 
 # Bump when a data step changes what it outputs: it invalidates every cached curation.
 # 2: duplicate pairs across the mixture are dropped (data.duplicates) and counted in the manifest.
-CURATION_VERSION = 2
+# 3: raw sources, Magpie selection, WildGuard stages, decontamination; pair table gains scores/adversarial.
+CURATION_VERSION = 3
 DUPLICATE_REASON = "duplicate pair"
-
-_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
-PAIR_SCHEMA = pa.schema([
-    ("id", pa.string()), ("source", pa.string()), ("prompt", pa.list_(_MESSAGE)), ("chosen", pa.string()),
-    ("rejected", pa.string()), ("category", pa.string()), ("score", pa.float64()),
-])
-assert tuple(PAIR_SCHEMA.names) == PAIR_COLUMNS
+STEPS = ("read", "paired", "selected", "filtered", "decontaminated", "kept")
+ORIGIN = "_origin"  # transient column: index of the configured source a pair came from
+CONTAMINATED = "prompt shares a {n}-gram with {benchmark} (decontamination)"
+SCORER_ERROR = "WildGuard stage 2 is on but no scorer was given: curate through `python -m repro.train`, or " \
+               "set data.wildguard.scorer to a run dir, Hub id or model folder"
+ScoreFn = Callable[[pa.Table], pa.Table]  # WildGuard pairs -> (id, score_chosen, score_rejected)
 
 
 def code_fingerprint() -> str:
@@ -53,30 +63,37 @@ def code_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
-def source_fingerprint(path: str) -> list:
-    """(file, size, mtime) of every file of a local dataset folder; Hub ids are left to `datasets`' own cache."""
+def source_fingerprint(path: str | None) -> list:
+    """(file, size, mtime) of every file of a local folder; Hub ids are left to `datasets`' own cache."""
     from repro.data.hub import looks_local
     from repro.fixtures import resolve
 
+    if not path:
+        return []
     folder = Path(resolve(path)).expanduser()
     if not looks_local(str(folder)) or not folder.is_dir():
         return []
     return [(f.relative_to(folder).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
-            for f in sorted(folder.rglob("*")) if f.is_file()]
+            for f in sorted(folder.rglob("*")) if f.is_file() and ".lock" not in f.name]
 
 
-def data_key(data_cfg) -> str:
-    """Cache key: the data config, the data code, and the state of local source files."""
+def data_key(data_cfg, scorer: str | None = None) -> str:
+    """Cache key: the data config, the data code, the state of local source files (and of the scorer)."""
+    d = data_cfg.decontamination
+    files = [source_fingerprint(s.path) for s in data_cfg.sources]
+    if d.remove_from or d.report:
+        files.append(source_fingerprint(d.benchmark))
     blob = json.dumps({"cfg": dataclasses.asdict(data_cfg), "version": CURATION_VERSION, "code": code_fingerprint(),
-                       "files": [source_fingerprint(s.path) for s in data_cfg.sources]}, sort_keys=True)
+                       "files": files, "scorer": [scorer, source_fingerprint(scorer)]}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def pairs_sha256(pairs: list[dict]) -> str:
-    h = hashlib.sha256()
-    for p in pairs:
-        h.update(json.dumps([p[c] for c in PAIR_COLUMNS], sort_keys=True).encode())
-    return h.hexdigest()
+def _digests(table: pa.Table) -> list[bytes]:
+    out = []
+    for batch in table.select(["prompt", "chosen", "rejected"]).to_batches(max_chunksize=8192):
+        for p, c, r in zip(*(batch.column(k).to_pylist() for k in ("prompt", "chosen", "rejected"))):
+            out.append(hashlib.sha256(json.dumps([p, c, r], sort_keys=True).encode()).digest())
+    return out
 
 
 def pair_digest(pair: dict) -> bytes:
@@ -85,77 +102,269 @@ def pair_digest(pair: dict) -> bytes:
                                      sort_keys=True).encode()).digest()
 
 
+def table_sha256(table: pa.Table) -> str:
+    """SHA-256 of the rows of a pair table (the PAIR_COLUMNS of each row as canonical JSON, in order)."""
+    h = hashlib.sha256()
+    for batch in table.select(list(PAIR_COLUMNS)).to_batches(max_chunksize=8192):
+        for row in zip(*(batch.column(c).to_pylist() for c in PAIR_COLUMNS)):
+            h.update(json.dumps(list(row), sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def pairs_sha256(pairs: list[dict]) -> str:
+    return table_sha256(pa.Table.from_pylist(pairs, schema=PAIR_SCHEMA))
+
+
 def source_labels(sources) -> list[str]:
     """Manifest keys for the configured sources: the name, or `name[i]` where two sources share a name."""
     names = [s.name for s in sources]
     return [n if names.count(n) == 1 else f"{n}[{i}]" for i, n in enumerate(names)]
 
 
-def build(data_cfg) -> tuple[list[dict], dict]:
-    """Load and clean every source: (curated pairs, manifest). Pure apart from reading the sources."""
+class _Ledger:
+    """Per configured source: pairs left after each step and drops by reason."""
+
+    def __init__(self, n: int):
+        self.counts = [dict.fromkeys(STEPS, 0) for _ in range(n)]
+        self.drops = [Counter() for _ in range(n)]
+
+    def record(self, step: str, table: pa.Table) -> None:
+        origin = table.column(ORIGIN).to_numpy(zero_copy_only=False)
+        for i, c in enumerate(np.bincount(origin, minlength=len(self.counts)).tolist()):
+            self.counts[i][step] = c
+
+    def drop(self, table: pa.Table, masks: dict[str, np.ndarray]) -> pa.Table:
+        """`table` without the rows the {reason: rows to drop} masks mark, each drop counted per source."""
+        from repro.data.select import drop
+
+        origin = table.column(ORIGIN).to_numpy(zero_copy_only=False)
+        for reason, m in masks.items():
+            for i, c in enumerate(np.bincount(origin[m], minlength=len(self.counts)).tolist()):
+                if c:
+                    self.drops[i][reason] += c
+        return drop(table, masks)[0]
+
+
+def _load_sources(data_cfg, ledger: _Ledger) -> pa.Table:
     from repro.data.sources import SOURCES
 
-    drop_duplicates = data_cfg.duplicates == "drop"
+    tables = []
+    for i, src in enumerate(data_cfg.sources):
+        try:
+            table, drops = SOURCES[src.name](src.path, src.split, **src.options)
+        except TypeError as e:
+            if "unexpected keyword" in str(e):
+                raise DataError(f"data.sources[{i}] ({src.name}): {e}".replace("load() ", "")) from None
+            raise
+        n = table.num_rows
+        ledger.counts[i]["read"] = n + sum(drops.values())
+        ledger.counts[i]["paired"] = n
+        ledger.drops[i].update(drops)
+        tables.append(table.append_column(ORIGIN, pa.array(np.full(n, i, dtype=np.int32))))
+        log.info("source %s (%s, %s): %d rows -> %d pairs %s", src.name, src.path, src.split, n + sum(drops.values()),
+                 n, dict(drops) or "")
+    schema = PAIR_SCHEMA.append(pa.field(ORIGIN, pa.int32()))
+    return pa.concat_tables([t.cast(schema) for t in tables])
+
+
+def _raw_rows(table: pa.Table, cfg) -> np.ndarray:
+    """Rows read by a raw-source loader (selection and the WildGuard stages skip already curated sets)."""
+    from repro.data.sources import RELEASED
+
+    raw = np.array([s.name not in RELEASED for s in cfg.sources] + [False])
+    return raw[table.column(ORIGIN).to_numpy(zero_copy_only=False)]
+
+
+def _magpie(table, cfg, ledger):
+    from repro.data import select
+
+    table, scores, masks = select.select(table, cfg.magpie, _raw_rows(table, cfg))
+    return ledger.drop(table, masks), scores
+
+
+def category_table(scores: pa.Table) -> list[dict]:
+    """The Magpie category table: per category, pairs pooled and kept, and the kept share (%)."""
+    if not scores.num_rows:
+        return []
+    df = scores.select(["category", "kept"]).to_pandas()
+    g = df.groupby("category", dropna=True)["kept"].agg(["size", "sum"])
+    total = int(g["sum"].sum())
+    rows = [{"category": c, "pairs": int(r["size"]), "kept": int(r["sum"]),
+             "percentage": round(100 * r["sum"] / total, 2) if total else 0.0} for c, r in g.iterrows()]
+    return sorted(rows, key=lambda r: (-r["kept"], r["category"]))
+
+
+def _wildguard(table, cfg, ledger, score_fn: ScoreFn | None):
+    from repro.data import stages
+
+    w = cfg.wildguard
+    report = {"source": w.source, "adversarial_only": w.adversarial_only, "stage2": w.stage2}
+    def mine(t):
+        return pc.equal(t.column("source"), w.source).to_numpy(zero_copy_only=False) & _raw_rows(t, cfg)
+
+    report["pairs"] = int(mine(table).sum())
+    if w.adversarial_only:
+        table = ledger.drop(table, stages.adversarial_only(table, w.source, _raw_rows(table, cfg)))
+    report["after_stage1"] = int(mine(table).sum())
+    scores = None
+    if w.stage2 and report["after_stage1"]:
+        if score_fn is None:
+            raise DataError(SCORER_ERROR)
+        scores = score_fn(table.filter(pa.array(mine(table))).drop_columns([ORIGIN]))
+        table = ledger.drop(table, stages.scorer_agrees(table, scores, w.source, _raw_rows(table, cfg)))
+        report["after_stage2"] = int(mine(table).sum())
+    return table, report, scores
+
+
+def _benchmark_prompts(d) -> tuple[list[str], list[str]]:
+    from repro.data.sources import rewardbench as rb_source
+
+    rows = rb_source.load(d.benchmark, d.split, require_all_subsets=False)
+    return [r["prompt"][-1]["content"] for r in rows], [r["subset"] for r in rows]
+
+
+def _decontaminate(table, cfg, ledger):
+    from repro.data import decontam
+    from repro.data.hub import dataset_tag
+
+    d = cfg.decontamination
+    if not d.remove_from and not d.report:
+        return table, None
+    bench, subsets = _benchmark_prompts(d)
+    index = decontam.build_index(bench, n=d.min_n)
+    prompts = decontam.prompts_from_messages(table.column("prompt"), d.turns)
+    scan = index.scan(prompts)
+    rep = decontam.report(prompts, index, sources=table.column("source"), benchmark_subsets=subsets,
+                          benchmark_prompts=bench, scan=scan)
+    remove = scan.mask & np.isin(table.column("source").to_numpy(zero_copy_only=False), list(d.remove_from))
+    reason = CONTAMINATED.format(n=f"{d.min_n}-{d.max_n}", benchmark=dataset_tag(d.benchmark))
+    contaminated = table.select(["id", "source"]).filter(pa.array(scan.mask)).append_column(
+        "removed", pa.array(remove[scan.mask]))
+    table = ledger.drop(table, {reason: remove})
+    report = {"benchmark": dataset_tag(d.benchmark), "split": d.split, "benchmark_prompts": len(bench),
+              "ngram_range": [d.min_n, d.max_n], "turns": d.turns, "remove_from": list(d.remove_from),
+              "removed": int(remove.sum()), **rep}
+    return table, (report, contaminated)
+
+
+def _dedupe(table, cfg, ledger) -> tuple[pa.Table, dict]:
     seen: set[bytes] = set()
-    pairs, per_source, duplicates = [], [], {}
-    for src, label in zip(data_cfg.sources, source_labels(data_cfg.sources)):
-        got, drops = SOURCES[src.name](src.path, src.split)
-        drops = Counter(drops)
-        rows_read = len(got) + sum(drops.values())
-        kept, found = [], 0
-        for p in got:
-            digest = pair_digest(p)
-            if digest in seen:
-                found += 1
-                if drop_duplicates:
-                    continue
-            else:
-                seen.add(digest)
-            kept.append(p)
-        if drop_duplicates and found:
-            drops[DUPLICATE_REASON] += found
-        duplicates[label] = found
-        per_source.append({"name": src.name, "path": src.path, "split": src.split,
-                           "rows_read": rows_read, "kept": len(kept), "dropped": dict(sorted(drops.items())),
-                           "duplicates": found})
-        log.info("source %s (%s): kept %d, dropped %d %s; %d duplicate pair(s) (%s)", src.name, src.path,
-                 len(kept), sum(drops.values()), dict(drops) or "", found, data_cfg.duplicates)
-        pairs += kept
-    found = sum(duplicates.values())
-    by_source = Counter(p["source"] for p in pairs)
+    dup = np.zeros(table.num_rows, dtype=bool)
+    for i, d in enumerate(_digests(table)):
+        if d in seen:
+            dup[i] = True
+        else:
+            seen.add(d)
+    origin = table.column(ORIGIN).to_numpy(zero_copy_only=False)
+    by_source = np.bincount(origin[dup], minlength=len(ledger.counts)).tolist()
+    if cfg.duplicates == "drop":
+        table = ledger.drop(table, {DUPLICATE_REASON: dup})
+    labels = source_labels(cfg.sources)
+    return table, {"policy": cfg.duplicates, "found": int(dup.sum()),
+                   "dropped": int(dup.sum()) if cfg.duplicates == "drop" else 0,
+                   "by_source": dict(zip(labels, by_source))}
+
+
+def build(data_cfg, *, score_fn: ScoreFn | None = None) -> tuple[pa.Table, dict, dict[str, pa.Table]]:
+    """Run every step: (curated pair table, manifest, side tables to save: magpie_scores, wildguard_scores,
+    contaminated). Pure apart from reading the sources (and calling `score_fn` for WildGuard stage 2)."""
+    from repro.data import stats
+
+    ledger = _Ledger(len(data_cfg.sources))
+    table = _load_sources(data_cfg, ledger)
+    side: dict[str, pa.Table] = {}
+    table, magpie_scores = _magpie(table, data_cfg, ledger)
+    ledger.record("selected", table)
+    if magpie_scores.num_rows:
+        side["magpie_scores"] = magpie_scores
+    table, wildguard, wg_scores = _wildguard(table, data_cfg, ledger, score_fn)
+    ledger.record("filtered", table)
+    if wg_scores is not None:
+        side["wildguard_scores"] = wg_scores
+    table, contamination = _decontaminate(table, data_cfg, ledger)
+    ledger.record("decontaminated", table)
+    if contamination is not None:
+        side["contaminated"] = contamination[1]
+    table, duplicates = _dedupe(table, data_cfg, ledger)
+    ledger.record("kept", table)
+    table = table.drop_columns([ORIGIN])
+    per_source = []
+    for src, label, counts, drops in zip(data_cfg.sources, source_labels(data_cfg.sources), ledger.counts,
+                                         ledger.drops):
+        assert counts["read"] - counts["kept"] == sum(drops.values()), (label, counts, drops)
+        per_source.append({"name": src.name, "label": label, "path": src.path, "split": src.split,
+                           "options": dict(src.options), "rows_read": counts["read"], "kept": counts["kept"],
+                           "steps": counts, "dropped": dict(sorted(drops.items())),
+                           "duplicates": duplicates["by_source"][label]})
     manifest = {
         "data": data_cfg.name,
         "curation_version": CURATION_VERSION,
+        "code_version": code_version(),
+        "steps": list(STEPS),
         "sources": per_source,
-        "pairs": len(pairs),
-        "pairs_by_source_value": dict(sorted(by_source.items())),
+        "pairs": table.num_rows,
+        "pairs_by_source_value": dict(sorted(Counter(table.column("source").to_pylist()).items())),
         "dropped": sum(sum(s["dropped"].values()) for s in per_source),
-        "duplicates": {"policy": data_cfg.duplicates, "found": found,
-                       "dropped": found if drop_duplicates else 0, "by_source": duplicates},
-        "sha256": pairs_sha256(pairs),
+        "duplicates": duplicates,
+        "magpie": {**dataclasses.asdict(data_cfg.magpie), "categories": category_table(magpie_scores)},
+        "wildguard": wildguard,
+        "decontamination": contamination[0] if contamination else None,
+        "table1": stats.table1(table, data_cfg.stats_tokenizer),
+        "sha256": table_sha256(table),
     }
-    return pairs, manifest
+    return table, manifest, side
 
 
-def write_pairs(path: str | Path, pairs: list[dict]) -> Path:
-    return atomic_write_parquet(path, pa.Table.from_pylist(pairs, schema=PAIR_SCHEMA))
+def code_version() -> dict:
+    """The package version, the data code's fingerprint and, in a git checkout, the commit."""
+    import subprocess
+    from importlib import metadata
+
+    try:
+        version = metadata.version("repro")
+    except metadata.PackageNotFoundError:
+        version = None
+    commit = None
+    try:
+        root = Path(__file__).resolve().parents[2]
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"package": version, "data_code": code_fingerprint(), "git_commit": commit}
 
 
-def curate(data_cfg, cache_root: str | Path) -> tuple[list[dict], dict, Path]:
-    """Curated pairs, their manifest, and the cache folder (reused when the same config was curated)."""
-    folder = Path(cache_root) / data_key(data_cfg)
+def write_pairs(path: str | Path, pairs) -> Path:
+    table = pairs if isinstance(pairs, pa.Table) else pa.Table.from_pylist(pairs, schema=PAIR_SCHEMA)
+    return atomic_write_parquet(path, table)
+
+
+def write_curation(folder: str | Path, table: pa.Table, manifest: dict, side: dict[str, pa.Table]) -> None:
+    """pairs.parquet, every side table as <name>.parquet, then manifest.json (last: it marks completeness)."""
+    folder = Path(folder)
+    write_pairs(folder / "pairs.parquet", table)
+    for name, t in side.items():
+        atomic_write_parquet(folder / f"{name}.parquet", t)
+    atomic_write_json(folder / "manifest.json", manifest)
+
+
+def curate(data_cfg, cache_root: str | Path, *, scorer: str | None = None,
+           score_fn: ScoreFn | None = None) -> tuple[list[dict], dict, Path]:
+    """Curated pairs, their manifest, and the cache folder (reused when the same config was curated).
+
+    `scorer` names the WildGuard stage-2 scorer (part of the cache key); `score_fn` scores with it."""
+    folder = Path(cache_root) / data_key(data_cfg, scorer)
     manifest_path, pairs_path = folder / "manifest.json", folder / "pairs.parquet"
     if manifest_path.is_file() and pairs_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         log.info("curated data cached at %s (%d pairs)", folder, manifest["pairs"])
         return pq.read_table(pairs_path).to_pylist(), manifest, folder
-    pairs, manifest = build(data_cfg)
-    if not pairs:
-        from repro.data.schema import DataError
-
+    table, manifest, side = build(data_cfg, score_fn=score_fn)
+    if not table.num_rows:
         raise DataError(f"curation of data={data_cfg.name!r} kept no pairs: {manifest['sources']}")
+    if scorer:
+        manifest["wildguard"]["scorer"] = scorer
     # Parallel sweep points curating the same data may race here: each writes the same bytes under its
     # own temp name, and whichever rename lands last leaves a complete entry.
-    write_pairs(pairs_path, pairs)
-    atomic_write_json(manifest_path, manifest)  # written last: its presence marks a complete cache entry
-    return pairs, manifest, folder
+    write_curation(folder, table, manifest, side)
+    return table.to_pylist(), manifest, folder

@@ -1,4 +1,8 @@
-"""Source registry: SOURCES = {name: loader}. A new source is one module plus one line here.
+"""Source registry: # Already curated sets: Magpie selection and the WildGuard stages pass their pairs through untouched
+# (decontamination and duplicate dropping still apply, so v0.1 + decontamination gives a v0.2-like set).
+RELEASED = {"skywork80k"}
+
+SOURCES = {name: loader}. A new source is one module plus one line here.
 
 Each training-source loader is `load(path, split) -> (pairs, drops)`: canonical pairs
 (`repro.data.schema`) and a Counter of dropped rows by reason. `path` is a Hub id, a local folder laid
@@ -7,6 +11,10 @@ out like the Hub repo, or `fixture:<name>` for the copies shipped with the packa
 from __future__ import annotations
 
 from repro.data.sources import helpsteer2, offsetbias, skywork80k
+
+# Already curated sets: Magpie selection and the WildGuard stages pass their pairs through untouched
+# (decontamination and duplicate dropping still apply, so v0.1 + decontamination gives a v0.2-like set).
+RELEASED = {"skywork80k"}
 
 SOURCES = {
     "skywork80k": skywork80k.load,

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pyarrow as pa
+
 from repro.data.hub import dataset_tag, load_split
-from repro.data.schema import keep_or_count, make_pair
+from repro.data.schema import PairTable, make_pair
 
 HUB_ID = "nvidia/HelpSteer2"
 SOURCE = "helpsteer2"
@@ -70,11 +72,11 @@ def _helpfulness_ok(h) -> bool:
     return type(h) is int and 0 <= h <= 4  # noqa: E721 - bool is an int subclass
 
 
-def load(path: str = HUB_ID, split: str = "train") -> tuple[list[dict], Counter]:
+def load(path: str = HUB_ID, split: str = "train") -> tuple[pa.Table, Counter]:
     ds = load_split(path, split, data_dir=None, columns=COLUMNS)
     tag = dataset_tag(path)
     rows = ds.select_columns(["prompt", "response", "helpfulness"]).to_list()
-    pairs, drops = [], Counter()
+    out, drops = PairTable(), Counter()
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         if isinstance(row["prompt"], str):
@@ -99,5 +101,5 @@ def load(path: str = HUB_ID, split: str = "train") -> tuple[list[dict], Counter]
         chosen, rejected = (a, b) if a["helpfulness"] > b["helpfulness"] else (b, a)
         pair = make_pair(id=f"{tag}:{split}:{idx[0]}", source=SOURCE, prompt=turns,
                          chosen=chosen["response"], rejected=rejected["response"])
-        keep_or_count(pair, pairs, drops)
-    return pairs, drops
+        out.keep_or_count(pair, drops)
+    return out.table(), drops

@@ -16,19 +16,21 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pyarrow as pa
+
 from repro.data.hub import dataset_tag, load_split
-from repro.data.schema import keep_or_count, make_pair
+from repro.data.schema import PairTable, iter_rows, make_pair
 
 HUB_ID = "NCSOFT/offsetbias"
 SOURCE = "offsetbias"
 COLUMNS = ("instruction", "output_1", "output_2", "label")
 
 
-def load(path: str = HUB_ID, split: str = "train") -> tuple[list[dict], Counter]:
+def load(path: str = HUB_ID, split: str = "train") -> tuple[pa.Table, Counter]:
     ds = load_split(path, split, data_dir=None, columns=COLUMNS)
     tag = dataset_tag(path)
-    pairs, drops = [], Counter()
-    for i, row in enumerate(ds.select_columns(list(COLUMNS))):
+    out, drops = PairTable(), Counter()
+    for i, row in iter_rows(ds, COLUMNS):
         label = row["label"]
         if type(label) is not int or label not in (1, 2):  # noqa: E721 - bool is an int subclass
             drops["label not 1 or 2"] += 1
@@ -37,5 +39,5 @@ def load(path: str = HUB_ID, split: str = "train") -> tuple[list[dict], Counter]
         pair = make_pair(id=f"{tag}:{split}:{i}", source=SOURCE,
                          prompt=[{"role": "user", "content": row["instruction"]}],
                          chosen=chosen, rejected=rejected)
-        keep_or_count(pair, pairs, drops)
-    return pairs, drops
+        out.keep_or_count(pair, drops)
+    return out.table(), drops

@@ -10,7 +10,7 @@ from collections import Counter
 import pyarrow as pa
 
 from repro.data.hub import dataset_tag, load_split, row_locator
-from repro.data.schema import DataError, keep_or_count, make_pair
+from repro.data.schema import DataError, PairTable, iter_rows, make_pair
 
 HUB_ID = "Skywork/Skywork-Reward-Preference-80K-v0.1"
 COLUMNS = ("chosen", "rejected", "source")
@@ -33,11 +33,11 @@ def conversation_pair(chosen: list, rejected: list) -> tuple[list, str, str] | s
     return list(chosen[:-1]), chosen[-1]["content"], rejected[-1]["content"]
 
 
-def load(path: str = HUB_ID, split: str = "train") -> tuple[list[dict], Counter]:
+def load(path: str = HUB_ID, split: str = "train") -> tuple[pa.Table, Counter]:
     ds = load_split(path, split, columns=COLUMNS)
     tag = dataset_tag(path)
-    pairs, drops = [], Counter()
-    for i, row in enumerate(ds):
+    out, drops = PairTable(), Counter()
+    for i, row in iter_rows(ds, COLUMNS):
         for key in COLUMNS[:2]:
             if not isinstance(row[key], list):
                 raise DataError(f"{row_locator(path, split)(i)}: {key!r} must be a list of messages, "
@@ -52,5 +52,5 @@ def load(path: str = HUB_ID, split: str = "train") -> tuple[list[dict], Counter]
             continue
         pair = make_pair(id=f"{tag}:{split}:{i}", source=row["source"], prompt=prompt, chosen=chosen,
                          rejected=rejected)
-        keep_or_count(pair, pairs, drops)
-    return pairs, drops
+        out.keep_or_count(pair, drops)
+    return out.table(), drops
