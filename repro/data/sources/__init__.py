@@ -10,7 +10,7 @@ out like the Hub repo, or `fixture:<name>` for the copies shipped with the packa
 """
 from __future__ import annotations
 
-from repro.data.sources import helpsteer2, offsetbias, skywork80k
+from repro.data.sources import helpsteer2, offsetbias, skywork80k, wildguard
 
 # Already curated sets: Magpie selection and the WildGuard stages pass their pairs through untouched
 # (decontamination and duplicate dropping still apply, so v0.1 + decontamination gives a v0.2-like set).
@@ -20,4 +20,5 @@ SOURCES = {
     "skywork80k": skywork80k.load,
     "offsetbias": offsetbias.load,
     "helpsteer2": helpsteer2.load,
+    "wildguard": wildguard.load,
 }
