@@ -1,16 +1,15 @@
-"""Source registry: # Already curated sets: Magpie selection and the WildGuard stages pass their pairs through untouched
-# (decontamination and duplicate dropping still apply, so v0.1 + decontamination gives a v0.2-like set).
-RELEASED = {"skywork80k"}
+"""Source registry: SOURCES = {name: loader}. A new source is one module plus one line here.
 
-SOURCES = {name: loader}. A new source is one module plus one line here.
-
-Each training-source loader is `load(path, split) -> (pairs, drops)`: canonical pairs
-(`repro.data.schema`) and a Counter of dropped rows by reason. `path` is a Hub id, a local folder laid
-out like the Hub repo, or `fixture:<name>` for the copies shipped with the package.
+Each training-source loader is `load(path, split, **options) -> (pair table, drops)`: an Arrow table in
+`repro.data.schema.PAIR_SCHEMA` and a Counter of dropped rows by reason. `path` is a Hub id, a local folder
+laid out like the Hub repo, or `fixture:<name>` for the copies shipped with the package; `options` are the
+loader's keyword choices (`data.sources[i].options` in a recipe).
 """
 from __future__ import annotations
 
-from repro.data.sources import helpsteer2, offsetbias, skywork80k, wildguard
+from functools import partial
+
+from repro.data.sources import helpsteer2, magpie_dpo, magpie_ultra, offsetbias, skywork80k, wildguard
 
 # Already curated sets: Magpie selection and the WildGuard stages pass their pairs through untouched
 # (decontamination and duplicate dropping still apply, so v0.1 + decontamination gives a v0.2-like set).
@@ -21,4 +20,6 @@ SOURCES = {
     "offsetbias": offsetbias.load,
     "helpsteer2": helpsteer2.load,
     "wildguard": wildguard.load,
+    "magpie_ultra": magpie_ultra.load,
+    **{name: partial(magpie_dpo.load, source=name) for name in magpie_dpo.SETS},  # Pro Llama-3.1, Pro, Air
 }
