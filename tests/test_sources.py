@@ -36,7 +36,7 @@ def test_registry_and_fixture_names():
     assert resolve("fixture:offsetbias") == str(FIXTURE_ROOT / "offsetbias")
     assert resolve("fixture:helpsteer2") == str(FIXTURE_ROOT / "helpsteer2")
     assert (FIXTURE_ROOT / "offsetbias" / "train.jsonl").is_file()
-    assert {f.name for f in (FIXTURE_ROOT / "helpsteer2").iterdir()} == {"train.jsonl.gz", "validation.jsonl.gz"}
+    assert {f.name for f in (FIXTURE_ROOT / "helpsteer2").iterdir()} == {"train.jsonl.gz", "validation.jsonl.gz", "preference"}
 
 
 def test_offsetbias_golden_counts_and_orientation():

@@ -41,8 +41,13 @@ def load_split(path: str, split: str, *, name: str | None = None, data_dir: str 
     columns = list(columns)
     if columns and looks_local(where):
         check_file_columns(path, split, columns, name=name, data_dir=data_dir, label=label)
+    # `datasets` keys its cache of a local folder whose README.md declares `configs:` by the folder name and
+    # the file patterns only, not the files' contents: an edited copy would be served stale. Such folders
+    # are converted afresh on every load (the Hub's own cache is keyed by commit and is not affected).
+    fresh = looks_local(where) and (Path(where).expanduser() / "README.md").is_file()
     try:
-        ds = datasets.load_dataset(where, name, data_dir=data_dir, split=split)
+        ds = datasets.load_dataset(where, name, data_dir=data_dir, split=split,
+                                   download_mode="force_redownload" if fresh else None)
     except ValueError as e:
         if "split" in str(e).lower():
             raise DataError(f"{label}: no split {split!r} ({e})") from None

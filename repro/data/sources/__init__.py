@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from repro.data.sources import helpsteer2, magpie_dpo, magpie_ultra, offsetbias, skywork80k, wildguard
+from repro.data.sources import (helpsteer2, helpsteer2_preference, magpie_dpo, magpie_ultra, nectar, offsetbias,
+                                preference700k, skywork80k, wildguard)
 
 # Already curated sets: Magpie selection and the WildGuard stages pass their pairs through untouched
 # (decontamination and duplicate dropping still apply, so v0.1 + decontamination gives a v0.2-like set).
@@ -22,4 +23,7 @@ SOURCES = {
     "wildguard": wildguard.load,
     "magpie_ultra": magpie_ultra.load,
     **{name: partial(magpie_dpo.load, source=name) for name in magpie_dpo.SETS},  # Pro Llama-3.1, Pro, Air
+    "preference700k": preference700k.load,        # the paper's baseline mixture
+    "nectar": nectar.load,                        # Table 4's contamination row (also usable as pairs)
+    "helpsteer2_preference": helpsteer2_preference.load,  # an extension source, not in the paper's recipe
 }
