@@ -81,6 +81,12 @@ class DataConfig:
     wildguard: WildGuardConfig = field(default_factory=WildGuardConfig)
     decontamination: DecontamConfig = field(default_factory=lambda: DecontamConfig(report=False))
     stats_tokenizer: str | None = None  # Table 1 token counts: a Hub id / local tokenizer; null = whitespace words
+    # Source names (data.sources[i].name) left out of this run: leave-one-source-out ablations as one
+    # override, e.g. `data.exclude=[wildguard]`; the manifest lists what was excluded.
+    exclude: list[str] = field(default_factory=list)
+
+    def active_sources(self) -> list[SourceConfig]:
+        return [s for s in self.sources if s.name not in self.exclude]
 
 
 @dataclass
@@ -259,6 +265,12 @@ def validate(cfg: RunConfig) -> None:
                               f"split {s.split}): each source is read once; list it once")
         seen[key] = i
     validate_data(cfg.data)
+    unknown = [e for e in cfg.data.exclude if e not in {s.name for s in cfg.data.sources}]
+    if unknown:
+        raise ConfigError(f"data.exclude={cfg.data.exclude}: {unknown} name no source of data={cfg.data.name!r}; "
+                          f"its sources: {', '.join(s.name for s in cfg.data.sources)}")
+    if not cfg.data.active_sources():
+        raise ConfigError(f"data.exclude={cfg.data.exclude} leaves no source")
     if cfg.data.duplicates not in ("drop", "keep"):
         raise ConfigError(f"data.duplicates={cfg.data.duplicates!r}; valid: drop, keep")
     if cfg.seed < 0:
@@ -367,6 +379,33 @@ def load(path: str | Path) -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
     return from_dict(data)
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose(overrides: list[str], *, key: str = "the overrides") -> RunConfig:
+    """The validated RunConfig that `python -m repro.train <overrides>` runs (Hydra compose of conf/).
+    Inside a running Hydra app (`repro.train`) the app's own config dir is used."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    def build():
+        cfg = hydra_compose("config", overrides=list(overrides))
+        return from_dict(OmegaConf.to_container(cfg, resolve=True))
+
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return build()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return build()
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Hydra's errors span lines
+        msg = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise ConfigError(f"{key}={list(overrides)}: {msg}") from None
 
 
 def read_yaml(path: str | Path):

@@ -73,9 +73,12 @@ def refuse_if_changed(run_dir: Path, cfg, what: str, advice: str) -> None:
 
 
 def curate_into(cfg, run_dir: Path) -> dict:
+    from repro import scorer
     from repro.data.mixture import curate
 
-    _, manifest, folder = curate(cfg.data, Path(cfg.runs_root) / "_cache" / "data")
+    model = scorer.resolve(cfg)  # WildGuard stage 2: builds (or reuses) the scorer's run first
+    _, manifest, folder = curate(cfg.data, Path(cfg.runs_root) / "_cache" / "data", scorer=model,
+                                 score_fn=scorer.score_fn(model, cfg) if model else None)
     manifest = {**manifest, "cache_dir": str(folder.resolve())}
     atomic_write_json(run_dir / "data" / "manifest.json", manifest)
     return manifest
@@ -150,6 +153,7 @@ def preflight(cfg) -> None:
     """Checks that cost nothing, run before any work (and, by `repro.train`, for every point of a sweep
     before the first one starts): runs_root is a writable folder, local source, evaluation and model
     folders exist. Hub ids are checked when loaded; the evaluation set is loaded before training."""
+    from repro import scorer
     from repro.data.schema import DataError
     from repro.model import ModelError
     from repro.results import writable_dir
@@ -158,6 +162,15 @@ def preflight(cfg) -> None:
     for i, s in enumerate(cfg.data.sources):
         _check_local(f"data.sources[{i}].path", s.path, DataError)
     _check_local("eval.path", cfg.eval.path, DataError)
+    d = cfg.data.decontamination
+    if d.remove_from or d.report:
+        _check_local("data.decontamination.benchmark", d.benchmark, DataError)
+    if scorer.needs_scorer(cfg):
+        if cfg.data.wildguard.scorer:
+            _check_local("data.wildguard.scorer", cfg.data.wildguard.scorer, ModelError, "scorer folder")
+        else:
+            sub, _ = scorer.scorer_run(cfg)  # composes and validates the scorer's run before any work
+            preflight(sub)
     if cfg.model.path:
         _check_local("model.path", cfg.model.path, ModelError, "model folder")
 

@@ -150,7 +150,7 @@ def test_curate_cli_writes_the_released_format_that_reads_back(tmp_path):
     from repro.curate import main as curate_main
 
     out = tmp_path / "curated"
-    assert curate_main(["--data", "fixture", "--out", str(out), "--skywork-format"]) == 0
+    assert curate_main(["--data", "fixture_released", "--out", str(out), "--skywork-format"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["pairs"] == 679 and manifest["sources"][0]["dropped"]["empty response"] == 1
     # the released layout: a folder with data/train-00000-of-00001.parquet reads through the same loader

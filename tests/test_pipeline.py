@@ -121,9 +121,9 @@ def test_a_finished_run_whose_config_changed_is_not_silently_reused(default_run,
 
 
 def test_multirun_gives_one_deterministic_dir_per_point(tmp_path):
-    proc = run_cli(["-m", "repro.train", "-m", "loss=bt,hinge", "optim.max_steps=5"], tmp_path)
+    proc = run_cli(["-m", "repro.train", "-m", "loss=bt,hinge", "data=fixture_released", "optim.max_steps=5"], tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    dirs = {loss: tmp_path / "runs" / "tiny" / f"loss={loss},optim.max_steps=5" / "seed=0" for loss in ("bt", "hinge")}
+    dirs = {loss: tmp_path / "runs" / "tiny" / f"data=fixture_released,loss={loss},optim.max_steps=5" / "seed=0" for loss in ("bt", "hinge")}
     for loss, d in dirs.items():
         assert (d / "final.json").is_file(), d
         assert config_mod.load(d / "config.yaml").loss.name == loss
@@ -176,7 +176,7 @@ def test_evaluate_any_reward_model_folder_matches_the_run(default_run, tmp_path)
 def test_training_a_local_checkpoint_folder_goes_through_the_hub_loading_path(default_run, tmp_path):
     """`model=llama31_8b model.path=FOLDER`: the code that loads the real backbone, on an offline folder."""
     folder = default_run["run_dir"] / "model"
-    proc = run_cli(["-m", "repro.train", "model=llama31_8b", f"model.path='{folder}'", "optim.max_steps=3"],
+    proc = run_cli(["-m", "repro.train", "model=llama31_8b", f"model.path='{folder}'", "data=fixture_released", "optim.max_steps=3"],
                    tmp_path)  # the preset's dtype: bfloat16
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs" / "tiny").glob("*/seed=0")
@@ -192,7 +192,7 @@ def test_training_a_local_checkpoint_folder_goes_through_the_hub_loading_path(de
 def test_table3_sweep_preset_runs_all_eight_losses(tmp_path):
     from repro.losses import LOSSES
 
-    proc = run_cli(["-m", "repro.train", "-m", "sweep=table3_losses", "optim.max_steps=2"], tmp_path)
+    proc = run_cli(["-m", "repro.train", "-m", "sweep=table3_losses", "data=fixture_released", "optim.max_steps=2"], tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     done = {config_mod.load(p.parent / "config.yaml").loss.name
             for p in (tmp_path / "runs" / "tiny").glob("*/seed=0/final.json")}
@@ -207,7 +207,7 @@ def _results(d):
     return scores, curve
 
 
-RESUME = ["optim.max_steps=30", "optim.save_every=7", "optim.log_every=5"]
+RESUME = ["data=fixture_released", "optim.max_steps=30", "optim.save_every=7", "optim.log_every=5"]
 RESUME_NAME = ",".join(sorted(RESUME))
 
 

@@ -18,7 +18,7 @@ from repro.results import MetricsLog, OutputDirError, RunDirBusy, atomic_write_j
 
 from conftest import ROOT, run_cli
 
-TOY = ["optim.max_steps=3"]
+TOY = ["data=fixture_released", "optim.max_steps=3"]  # the released-set fixture: no scorer run to train
 
 
 def strict_json(line: str):
@@ -129,7 +129,7 @@ def test_the_run_dir_lock_names_a_live_holder_and_dies_with_it(tmp_path):
 
 
 def test_a_second_command_on_a_busy_run_dir_stops_with_one_line(tmp_path):
-    run_dir = tmp_path / "runs" / "tiny" / "optim.max_steps=3" / "seed=0"
+    run_dir = tmp_path / "runs" / "tiny" / "data=fixture_released,optim.max_steps=3" / "seed=0"
     with run_dir_lock(run_dir):
         proc = run_cli(["-m", "repro.train", *TOY], tmp_path)
     assert proc.returncode == 75, proc.stderr
@@ -141,7 +141,7 @@ def test_a_second_command_on_a_busy_run_dir_stops_with_one_line(tmp_path):
 # --- a diverged run is not a finished run ----------------------------------------------------------
 
 def test_divergence_stops_at_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
-    args = ["optim.lr=1e20", "optim.max_steps=30", "optim.save_every=1", "optim.log_every=1"]
+    args = ["data=fixture_released", "optim.lr=1e20", "optim.max_steps=30", "optim.save_every=1", "optim.log_every=1"]
     proc = run_cli(["-m", "repro.train", *args], tmp_path)
     assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
     (line,) = stderr_lines(proc)
@@ -159,30 +159,30 @@ def test_divergence_stops_at_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
 
 @pytest.mark.slow
 def test_two_ddp_workers_stop_together_when_training_diverges(tmp_path):
-    args = ["optim.lr=1e20", "optim.max_steps=30", "optim.save_every=1", "launcher=accelerate", "launcher.cpu=true",
+    args = ["data=fixture_released", "optim.lr=1e20", "optim.max_steps=30", "optim.save_every=1", "launcher=accelerate", "launcher.cpu=true",
             "launcher.cpu_threads=1"]
     proc = run_cli(["-m", "repro.train", *args], tmp_path)
     assert proc.returncode == 3, proc.stderr[-2000:]
     (line,) = stderr_lines(proc)
     assert line.startswith("error: training diverged") and "the last good checkpoint step_" in line, line
-    run_dir = tmp_path / "runs" / "tiny" / "optim.lr=1e20,optim.max_steps=30,optim.save_every=1" / "seed=0"
+    run_dir = tmp_path / "runs" / "tiny" / "data=fixture_released,optim.lr=1e20,optim.max_steps=30,optim.save_every=1" / "seed=0"
     assert not fit_workers(run_dir) and not (run_dir / "final.json").exists()
 
 
 def test_a_diverging_sweep_point_fails_the_sweep_but_not_the_others(tmp_path):
     proc = run_cli(["-m", "repro.train", "-m", "optim.lr=1e20,0.001", *TOY], tmp_path)
     assert proc.returncode == 1
-    assert "1 sweep point(s) failed: optim.lr=1e+20 optim.max_steps=3" in proc.stderr  # as Hydra writes it
-    assert (tmp_path / "runs" / "tiny" / "optim.lr=0.001,optim.max_steps=3" / "seed=0" / "final.json").is_file()
-    diverged = tmp_path / "runs" / "tiny" / "optim.lr=1e+20,optim.max_steps=3" / "seed=0"
+    assert "1 sweep point(s) failed: optim.lr=1e+20 data=fixture_released optim.max_steps=3" in proc.stderr  # as Hydra writes it
+    assert (tmp_path / "runs" / "tiny" / "data=fixture_released,optim.lr=0.001,optim.max_steps=3" / "seed=0" / "final.json").is_file()
+    diverged = tmp_path / "runs" / "tiny" / "data=fixture_released,optim.lr=1e+20,optim.max_steps=3" / "seed=0"
     assert (diverged / "config.yaml").is_file() and not (diverged / "final.json").exists()
 
 
 # --- interrupts, kills and failing workers ----------------------------------------------------------
 
 def test_ctrl_c_prints_one_line_with_the_step_and_the_rerun_resumes(tmp_path):
-    args = ["-m", "repro.train", "optim.max_steps=400", "optim.save_every=5"]
-    run_dir = tmp_path / "runs" / "tiny" / "optim.max_steps=400,optim.save_every=5" / "seed=0"
+    args = ["-m", "repro.train", "data=fixture_released", "optim.max_steps=400", "optim.save_every=5"]
+    run_dir = tmp_path / "runs" / "tiny" / "data=fixture_released,optim.max_steps=400,optim.save_every=5" / "seed=0"
     proc = start_cli(args, tmp_path)
     wait_for(lambda: (run_dir / "checkpoints" / "step_5").is_dir() or proc.poll() is not None, 300, "a checkpoint")
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
@@ -193,9 +193,9 @@ def test_ctrl_c_prints_one_line_with_the_step_and_the_rerun_resumes(tmp_path):
     assert not (run_dir / "final.json").exists()
 
 
-KILL_RUN = ["optim.max_steps=60", "optim.save_every=5", "launcher=accelerate", "launcher.cpu=true",
+KILL_RUN = ["data=fixture_released", "optim.max_steps=60", "optim.save_every=5", "launcher=accelerate", "launcher.cpu=true",
             "launcher.cpu_threads=1"]
-KILL_RUN_NAME = "optim.max_steps=60,optim.save_every=5"  # launcher settings are not in the name
+KILL_RUN_NAME = "data=fixture_released,optim.max_steps=60,optim.save_every=5"  # launcher settings are not in the name
 
 
 def kill_driver_mid_training(tmp_path, sig) -> tuple[subprocess.Popen, str]:
@@ -235,8 +235,8 @@ def test_the_same_command_right_after_a_kill_resumes_and_finishes(tmp_path):
 
 
 def test_a_dying_worker_takes_the_others_down_with_its_error(tmp_path):
-    common = ["optim.max_steps=60", "launcher=accelerate", "launcher.cpu=true", "launcher.cpu_threads=1"]
-    run_dir = tmp_path / "runs" / "tiny" / "optim.max_steps=60" / "seed=0"
+    common = ["data=fixture_released", "optim.max_steps=60", "launcher=accelerate", "launcher.cpu=true", "launcher.cpu_threads=1"]
+    run_dir = tmp_path / "runs" / "tiny" / "data=fixture_released,optim.max_steps=60" / "seed=0"
     t0 = time.monotonic()
     proc = run_cli(["-m", "repro.train", *common], tmp_path, env={"REPRO_CRASH_AT_STEP": "5:1"})
     assert time.monotonic() - t0 < 600  # gloo would wait 30 min for a dead peer
@@ -247,12 +247,12 @@ def test_a_dying_worker_takes_the_others_down_with_its_error(tmp_path):
 
 
 def test_a_rerun_that_discards_a_partial_run_says_so(tmp_path):
-    args = ["-m", "repro.train", "optim.max_steps=6"]
+    args = ["-m", "repro.train", "data=fixture_released", "optim.max_steps=6"]
     killed = run_cli(args, tmp_path, env={"REPRO_CRASH_AT_STEP": "3"})
     assert killed.returncode == 3
     rerun = run_cli(args, tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    run_dir = tmp_path / "runs" / "tiny" / "optim.max_steps=6" / "seed=0"
+    run_dir = tmp_path / "runs" / "tiny" / "data=fixture_released,optim.max_steps=6" / "seed=0"
     assert f"discarding the unfinished run in {run_dir} (no checkpoint to resume from); starting over" in rerun.stdout
     train = json.loads((run_dir / "train.json").read_text())  # max_steps cuts the first epoch short
     assert train["pairs_trained"] == train["distinct_pairs_trained"] == 6 * 16
@@ -264,7 +264,7 @@ def test_an_unreachable_evaluation_set_stops_the_run_before_training(tmp_path):
     assert proc.returncode == 2
     (line,) = stderr_lines(proc)
     assert "some-org/not-cached-reward-bench" in line and "cannot load dataset" in line, line
-    run_dir = tmp_path / "runs" / "tiny" / "eval.path=some-org_not-cached-reward-bench,optim.max_steps=3" / "seed=0"
+    run_dir = tmp_path / "runs" / "tiny" / "data=fixture_released,eval.path=some-org_not-cached-reward-bench,optim.max_steps=3" / "seed=0"
     assert not (run_dir / "model").exists() and not (run_dir / "train.json").exists()
 
 

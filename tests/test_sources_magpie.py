@@ -77,13 +77,13 @@ def test_fixture_layout_copies_the_hub_schemas():
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == list(gen_magpie.ULTRA_FILES)
     for f in gen_magpie.ULTRA_FILES:
         schema = pq.read_schema(folder / f)
-        assert schema.names == ULTRA_COLUMNS and pq.ParquetFile(folder / f).metadata.num_rows == 150
+        assert schema.names == ULTRA_COLUMNS and pq.ParquetFile(folder / f).metadata.num_rows == 450
         assert schema.field("embedding").type == pa.list_(pa.float64())
         assert schema.field("nn_indices").type == pa.list_(pa.int64())
         assert schema.field("distilabel_metadata").type == pa.struct([("raw_output_assign_tags_0", pa.string())])
         assert schema.field("messages").type.value_type == pa.struct([("content", pa.string()), ("role", pa.string())])
         assert schema.field("safe").type == pa.bool_() and schema.field("score_difference").type == pa.float64()
-    for name, size in (("magpie-pro-llama3.1-dpo", 240), ("magpie-pro-dpo", 160), ("magpie-air-dpo", 100)):
+    for name, size in (("magpie-pro-llama3.1-dpo", 720), ("magpie-pro-dpo", 480), ("magpie-air-dpo", 300)):
         for split, n in (("train", size), ("test", 20)):
             path = FIXTURE_ROOT / name / "data" / f"{split}-00000-of-00001.parquet"
             schema = pq.read_schema(path)
@@ -103,10 +103,10 @@ def test_ultra_golden_counts_orientation_and_scores():
         "score_difference is 0": 6, "missing category": 1, "missing ArmoRM score": 2,
         "missing score_difference": 2, "malformed prompt message": 1, "identical chosen and rejected": 1,
         "empty response": 1}
-    assert table.num_rows == gen_magpie.ULTRA_PAIRS == 286
+    assert table.num_rows == gen_magpie.ULTRA_PAIRS == 886
     pairs = check_pairs(table)
     dropped = set(gen_magpie.ULTRA_BROKEN) | set(gen_magpie.ULTRA_ZERO)
-    rows = [i for i in range(300) if i not in dropped]
+    rows = [i for i in range(900) if i not in dropped]
     assert [p["id"] for p in pairs] == [f"fixture:magpie-ultra:train:{i}" for i in rows]
     raw = raw_ultra()
     negative = 0
@@ -128,7 +128,7 @@ def test_ultra_golden_counts_orientation_and_scores():
 def test_ultra_options():
     table, drops = magpie_ultra.load("fixture:magpie-ultra", recompute_difference=True)
     # the null and the NaN score_difference rows have valid scores: recomputed, they orient normally
-    assert "missing score_difference" not in drops and table.num_rows == 288
+    assert "missing score_difference" not in drops and table.num_rows == 888
     check_pairs(table)
     table, _ = magpie_ultra.load("fixture:magpie-ultra", category_aliases={})
     cats = dict(zip(table.column("id").to_pylist(), table.column("category").to_pylist()))
@@ -145,7 +145,7 @@ def test_dpo_golden_counts_orientation_and_scores(folder, split):
         "missing category": 1, "missing ArmoRM score": 2, "identical chosen and rejected": 1, "empty response": 1,
         "chosen and rejected prompts differ": 1, "responses and rewards_armorm lengths differ": 1,
         "last turn is not from the assistant": 1}
-    n = {"magpie-pro-llama3.1-dpo": 240, "magpie-pro-dpo": 160, "magpie-air-dpo": 100}[folder]
+    n = {"magpie-pro-llama3.1-dpo": 720, "magpie-pro-dpo": 480, "magpie-air-dpo": 300}[folder]
     n = n if split == "train" else 20
     assert table.num_rows == gen_magpie.dpo_pairs(folder, split) == n - 8
     pairs = check_pairs(table)
@@ -174,7 +174,7 @@ def test_dpo_air_scores_higher_raw_and_partial_binding():
         assert len(set(s)) == len(s)
     air = functools.partial(magpie_dpo.load, source="magpie_air")
     table, _ = air("fixture:magpie-air-dpo")
-    assert set(table.column("source").to_pylist()) == {"magpie_air"} and table.num_rows == 92
+    assert set(table.column("source").to_pylist()) == {"magpie_air"} and table.num_rows == 292
 
 
 def test_contaminated_rows_are_exactly_the_documented_ones():

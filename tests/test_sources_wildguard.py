@@ -1,9 +1,9 @@
 """WildGuardMix loader on its fixture: Hub layout, golden counts, orientation, ids, both pairings, errors.
 
 Golden numbers come from the layout documented in repro/fixtures/gen_wildguard.py, not from the loader.
-Train: 160 rows = 2 (prompt-only P + refusal of P) + 2 x (42 adversarial + 15 vanilla) good groups +
-23 more prompt-only rows + 21 special rows (cases 1-11). Pairs ("first"): 42 + 15 + P + cases 1, 2 = 60,
-45 of them adversarial. Test: 10 good groups (6 adversarial), 8 single responses, one None-label group.
+Train: 376 rows = 2 (prompt-only P + refusal of P) + 2 x (150 adversarial + 15 vanilla) good groups +
+23 more prompt-only rows + 21 special rows (cases 1-11). Pairs ("first"): 150 + 15 + P + cases 1, 2 = 168,
+153 of them adversarial. Test: 10 good groups (6 adversarial), 8 single responses, one None-label group.
 """
 import shutil
 
@@ -72,7 +72,7 @@ def test_fixture_is_laid_out_like_the_hub():
     assert train_schema.field("adversarial").type == pa.bool_() and test_schema.field("adversarial").type == pa.bool_()
     assert all(train_schema.field(c).type == pa.string() for c in TRAIN_COLUMNS if c != "adversarial")
     assert all(test_schema.field(c).type == pa.float64() for c in TEST_COLUMNS if c.endswith("_agreement"))
-    assert pq.read_metadata(FOLDER / FILES[1]).num_rows == 160 and pq.read_metadata(FOLDER / FILES[2]).num_rows == 30
+    assert pq.read_metadata(FOLDER / FILES[1]).num_rows == 376 and pq.read_metadata(FOLDER / FILES[2]).num_rows == 30
     assert list(datasets.get_dataset_split_names(str(FOLDER), "wildguardtrain")) == ["train"]
     assert list(datasets.get_dataset_split_names(str(FOLDER), "wildguardtest")) == ["test"]
 
@@ -86,9 +86,9 @@ def test_fresh_write_is_byte_identical(tmp_path):
 
 def test_train_golden_counts(train):
     table, drops = train
-    assert table.schema == PAIR_SCHEMA and table.num_rows == TRAIN_PAIRS == 60
+    assert table.schema == PAIR_SCHEMA and table.num_rows == TRAIN_PAIRS == 168
     assert dict(drops) == TRAIN_DROPS
-    assert table.column("adversarial").to_pylist().count(True) == TRAIN_ADVERSARIAL == 45
+    assert table.column("adversarial").to_pylist().count(True) == TRAIN_ADVERSARIAL == 153
     assert table.column("adversarial").null_count == 0
     # the documented identity ("first"): rows counted before grouping + prompt groups
     assert table.num_rows + sum(drops.values()) == TRAIN_ROWS_BEFORE_GROUPING + TRAIN_GROUPS

@@ -43,11 +43,13 @@ def load_split(path: str, split: str, *, name: str | None = None, data_dir: str 
         check_file_columns(path, split, columns, name=name, data_dir=data_dir, label=label)
     # `datasets` keys its cache of a local folder whose README.md declares `configs:` by the folder name and
     # the file patterns only, not the files' contents: an edited copy would be served stale. Such folders
-    # are converted afresh on every load (the Hub's own cache is keyed by commit and is not affected).
+    # are converted afresh on every load, without checking split sizes against that stale cache's record
+    # (the Hub's own cache is keyed by commit and is not affected).
     fresh = looks_local(where) and (Path(where).expanduser() / "README.md").is_file()
     try:
         ds = datasets.load_dataset(where, name, data_dir=data_dir, split=split,
-                                   download_mode="force_redownload" if fresh else None)
+                                   **({"download_mode": "force_redownload", "verification_mode": "no_checks"}
+                                      if fresh else {}))
     except ValueError as e:
         if "split" in str(e).lower():
             raise DataError(f"{label}: no split {split!r} ({e})") from None

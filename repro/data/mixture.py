@@ -1,7 +1,8 @@
 """Recipe -> curated pair table + manifest: the paper's curation as a chain of table -> table steps.
 
-    read            rows of each source split
-    paired          canonical pairs its loader built (repro/data/sources/; bad rows counted by reason)
+    candidates      candidate pairs of each source split: one per row, or one per prompt group for sources
+                    whose pairs join several rows (HelpSteer2, WildGuardMix); `rows_read` gives the rows
+    paired          canonical pairs its loader built (repro/data/sources/; bad candidates counted by reason)
     selected        after Magpie selection (repro.data.select; other sources pass)
     filtered        after WildGuard stage 1 (adversarial only) and stage 2 (a scorer's ranking) (repro.data.stages)
     decontaminated  after removing pairs whose prompt shares a 7-13-gram with the benchmark, for the sources
@@ -10,7 +11,7 @@
 
 Every step is a pure function of an Arrow table (`repro.data.schema.PAIR_SCHEMA`) plus a drop count by
 reason; the manifest holds, per configured source, the pairs left after every step and every drop by
-reason, so `read - kept = sum of drops` for each source. It also holds the Magpie category table, the
+reason, so `candidates - kept = sum of drops` for each source. It also holds the Magpie category table, the
 WildGuard stage counts, Table 4's contamination counts, Table 1's statistics, the SHA-256 of the curated
 rows and the code version. `curate` caches the result in a folder keyed by a hash of the data config, the
 data code and the state of local source folders, so sweeps over losses or seeds reuse it.
@@ -36,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from repro.data.schema import PAIR_COLUMNS, PAIR_SCHEMA, DataError
+from repro.data.schema import PAIR_COLUMNS, PAIR_SCHEMA, DataError, rows_read
 from repro.results import atomic_write_json, atomic_write_parquet
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 # 3: raw sources, Magpie selection, WildGuard stages, decontamination; pair table gains scores/adversarial.
 CURATION_VERSION = 3
 DUPLICATE_REASON = "duplicate pair"
-STEPS = ("read", "paired", "selected", "filtered", "decontaminated", "kept")
+STEPS = ("candidates", "paired", "selected", "filtered", "decontaminated", "kept")
 ORIGIN = "_origin"  # transient column: index of the configured source a pair came from
 CONTAMINATED = "prompt shares a {n}-gram with {benchmark} (decontamination)"
 SCORER_ERROR = "WildGuard stage 2 is on but no scorer was given: curate through `python -m repro.train`, or " \
@@ -80,7 +81,7 @@ def source_fingerprint(path: str | None) -> list:
 def data_key(data_cfg, scorer: str | None = None) -> str:
     """Cache key: the data config, the data code, the state of local source files (and of the scorer)."""
     d = data_cfg.decontamination
-    files = [source_fingerprint(s.path) for s in data_cfg.sources]
+    files = [source_fingerprint(s.path) for s in data_cfg.active_sources()]
     if d.remove_from or d.report:
         files.append(source_fingerprint(d.benchmark))
     blob = json.dumps({"cfg": dataclasses.asdict(data_cfg), "version": CURATION_VERSION, "code": code_fingerprint(),
@@ -127,6 +128,7 @@ class _Ledger:
     def __init__(self, n: int):
         self.counts = [dict.fromkeys(STEPS, 0) for _ in range(n)]
         self.drops = [Counter() for _ in range(n)]
+        self.rows: list[int | None] = [None] * n
 
     def record(self, step: str, table: pa.Table) -> None:
         origin = table.column(ORIGIN).to_numpy(zero_copy_only=False)
@@ -149,7 +151,10 @@ def _load_sources(data_cfg, ledger: _Ledger) -> pa.Table:
     from repro.data.sources import SOURCES
 
     tables = []
-    for i, src in enumerate(data_cfg.sources):
+    from tqdm.auto import tqdm
+
+    active = data_cfg.active_sources()
+    for i, src in enumerate(tqdm(active, desc="read sources", unit="source", leave=False)):
         try:
             table, drops = SOURCES[src.name](src.path, src.split, **src.options)
         except TypeError as e:
@@ -157,7 +162,8 @@ def _load_sources(data_cfg, ledger: _Ledger) -> pa.Table:
                 raise DataError(f"data.sources[{i}] ({src.name}): {e}".replace("load() ", "")) from None
             raise
         n = table.num_rows
-        ledger.counts[i]["read"] = n + sum(drops.values())
+        ledger.counts[i]["candidates"] = n + sum(drops.values())
+        ledger.rows[i] = rows_read(table)
         ledger.counts[i]["paired"] = n
         ledger.drops[i].update(drops)
         tables.append(table.append_column(ORIGIN, pa.array(np.full(n, i, dtype=np.int32))))
@@ -171,7 +177,7 @@ def _raw_rows(table: pa.Table, cfg) -> np.ndarray:
     """Rows read by a raw-source loader (selection and the WildGuard stages skip already curated sets)."""
     from repro.data.sources import RELEASED
 
-    raw = np.array([s.name not in RELEASED for s in cfg.sources] + [False])
+    raw = np.array([s.name not in RELEASED for s in cfg.active_sources()])
     return raw[table.column(ORIGIN).to_numpy(zero_copy_only=False)]
 
 
@@ -198,7 +204,8 @@ def _wildguard(table, cfg, ledger, score_fn: ScoreFn | None):
     from repro.data import stages
 
     w = cfg.wildguard
-    report = {"source": w.source, "adversarial_only": w.adversarial_only, "stage2": w.stage2}
+    report = {"source": w.source, "adversarial_only": w.adversarial_only, "stage2": w.stage2, "scorer": None,
+              "pairs": 0, "after_stage1": 0, "after_stage2": None}  # after_stage2: None when stage 2 did not run
     def mine(t):
         return pc.equal(t.column("source"), w.source).to_numpy(zero_copy_only=False) & _raw_rows(t, cfg)
 
@@ -259,7 +266,7 @@ def _dedupe(table, cfg, ledger) -> tuple[pa.Table, dict]:
     by_source = np.bincount(origin[dup], minlength=len(ledger.counts)).tolist()
     if cfg.duplicates == "drop":
         table = ledger.drop(table, {DUPLICATE_REASON: dup})
-    labels = source_labels(cfg.sources)
+    labels = source_labels(cfg.active_sources())
     return table, {"policy": cfg.duplicates, "found": int(dup.sum()),
                    "dropped": int(dup.sum()) if cfg.duplicates == "drop" else 0,
                    "by_source": dict(zip(labels, by_source))}
@@ -270,30 +277,42 @@ def build(data_cfg, *, score_fn: ScoreFn | None = None) -> tuple[pa.Table, dict,
     contaminated). Pure apart from reading the sources (and calling `score_fn` for WildGuard stage 2)."""
     from repro.data import stats
 
-    ledger = _Ledger(len(data_cfg.sources))
+    from tqdm.auto import tqdm
+
+    ledger = _Ledger(len(data_cfg.active_sources()))
     table = _load_sources(data_cfg, ledger)
     side: dict[str, pa.Table] = {}
-    table, magpie_scores = _magpie(table, data_cfg, ledger)
-    ledger.record("selected", table)
-    if magpie_scores.num_rows:
-        side["magpie_scores"] = magpie_scores
-    table, wildguard, wg_scores = _wildguard(table, data_cfg, ledger, score_fn)
-    ledger.record("filtered", table)
-    if wg_scores is not None:
-        side["wildguard_scores"] = wg_scores
-    table, contamination = _decontaminate(table, data_cfg, ledger)
-    ledger.record("decontaminated", table)
-    if contamination is not None:
-        side["contaminated"] = contamination[1]
-    table, duplicates = _dedupe(table, data_cfg, ledger)
-    ledger.record("kept", table)
+    with tqdm(total=len(STEPS) - 2, desc="curate", unit="step", leave=False) as progress:
+        progress.set_postfix_str("Magpie selection")
+        table, magpie_scores = _magpie(table, data_cfg, ledger)
+        ledger.record("selected", table)
+        if magpie_scores.num_rows:
+            side["magpie_scores"] = magpie_scores
+        progress.update()
+        progress.set_postfix_str("WildGuard stages")
+        table, wildguard, wg_scores = _wildguard(table, data_cfg, ledger, score_fn)
+        ledger.record("filtered", table)
+        if wg_scores is not None:
+            side["wildguard_scores"] = wg_scores
+        progress.update()
+        progress.set_postfix_str("decontamination")
+        table, contamination = _decontaminate(table, data_cfg, ledger)
+        ledger.record("decontaminated", table)
+        if contamination is not None:
+            side["contaminated"] = contamination[1]
+        progress.update()
+        progress.set_postfix_str("duplicates")
+        table, duplicates = _dedupe(table, data_cfg, ledger)
+        ledger.record("kept", table)
+        progress.update()
     table = table.drop_columns([ORIGIN])
     per_source = []
-    for src, label, counts, drops in zip(data_cfg.sources, source_labels(data_cfg.sources), ledger.counts,
-                                         ledger.drops):
-        assert counts["read"] - counts["kept"] == sum(drops.values()), (label, counts, drops)
+    active = data_cfg.active_sources()
+    for src, label, counts, drops, rows in zip(active, source_labels(active), ledger.counts,
+                                         ledger.drops, ledger.rows):
+        assert counts["candidates"] - counts["kept"] == sum(drops.values()), (label, counts, drops)
         per_source.append({"name": src.name, "label": label, "path": src.path, "split": src.split,
-                           "options": dict(src.options), "rows_read": counts["read"], "kept": counts["kept"],
+                           "options": dict(src.options), "rows_read": rows, "kept": counts["kept"],
                            "steps": counts, "dropped": dict(sorted(drops.items())),
                            "duplicates": duplicates["by_source"][label]})
     manifest = {
@@ -301,6 +320,7 @@ def build(data_cfg, *, score_fn: ScoreFn | None = None) -> tuple[pa.Table, dict,
         "curation_version": CURATION_VERSION,
         "code_version": code_version(),
         "steps": list(STEPS),
+        "excluded": list(data_cfg.exclude),
         "sources": per_source,
         "pairs": table.num_rows,
         "pairs_by_source_value": dict(sorted(Counter(table.column("source").to_pylist()).items())),

@@ -127,9 +127,21 @@ class PairTable:
             self._batches.append(pa.RecordBatch.from_pylist(self._rows, schema=PAIR_SCHEMA))
             self._rows = []
 
-    def table(self) -> pa.Table:
+    def table(self, rows_read: int | None = None) -> pa.Table:
+        """The pairs; `rows_read` (the rows of the source split) is kept in the schema metadata, where
+        `rows_read(table)` finds it (a grouped source's rows are not its candidate pairs)."""
         self._flush()
-        return pa.Table.from_batches(self._batches, schema=PAIR_SCHEMA)
+        schema = PAIR_SCHEMA if rows_read is None else PAIR_SCHEMA.with_metadata({ROWS_READ: str(rows_read)})
+        return pa.Table.from_batches(self._batches, schema=schema)
+
+
+ROWS_READ = b"repro.rows_read"
+
+
+def rows_read(table: pa.Table) -> int | None:
+    """The source rows a loader read to build `table`, or None if it did not say."""
+    value = (table.schema.metadata or {}).get(ROWS_READ)
+    return None if value is None else int(value)
 
 
 def empty_table() -> pa.Table:

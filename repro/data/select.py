@@ -7,7 +7,9 @@
 3. The pairs of all `sources` are pooled; *independently per task category* the pairs are ranked by
    adjusted score (highest first; equal scores keep pool order = recipe source order, then row order) and
    the top `k = rounding(fraction x pairs in the category)` are kept, fraction = `top_fraction[category]`
-   or `default_fraction` (Math 0.3, Coding & Debugging 0.3, others 0.1 [S]).
+   or `default_fraction` (Math 0.3, Coding & Debugging 0.3, others 0.1 [S]). `rounding`: floor (default
+   [D]), round (halves up) or ceil. A pair without scores or without a category cannot be ranked: it is
+   dropped under its own reason and does not count in any category's size.
 
 Pairs of other sources pass through untouched. Every Magpie pair that reaches this step, kept or not, gets
 a row in the returned scores table (id, source, category, raw score, offset, adjusted score, rank in its
@@ -54,7 +56,7 @@ SCORE_FUNCTIONS = {
     "min": _reduce("min"),  # the worst response's score (the DPO sets' rejected)
     "margin": _margin,    # best - worst (= |score_difference| for Ultra)
 }
-ROUNDING = {"floor": math.floor, "round": lambda x: math.floor(x + 0.5), "ceil": math.ceil}
+ROUNDING = {"floor": math.floor, "round": lambda x: math.floor(x + 0.5), "ceil": math.ceil}  # round: halves up
 SCORES_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("category", pa.string()), ("raw_score", pa.float64()),
     ("offset", pa.float64()), ("score", pa.float64()), ("rank", pa.int64()), ("category_pairs", pa.int64()),
@@ -78,7 +80,8 @@ def raw_scores(scores: pa.ChunkedArray | pa.Array, function: str = "mean") -> np
 
 
 def keep_count(n: int, fraction: float, rounding: str = "floor") -> int:
-    """Pairs kept of a category of `n`: rounding(fraction x n), with float noise removed (0.3 x 10 is 3, not 4)."""
+    """Pairs kept of a category of `n`: rounding(fraction x n), float noise removed first (0.07 x 100 is
+    7.000000000000001 in floats: ceil must give 7, not 8). `round` rounds halves up (2.5 -> 3)."""
     return min(n, max(0, int(ROUNDING[rounding](round(fraction * n, 9)))))
 
 

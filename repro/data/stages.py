@@ -47,6 +47,11 @@ def scorer_agrees(table: pa.Table, scores: pa.Table, source: str = "wildguard",
     ranks wrong."""
     mine = _mask(table, source, eligible)
     ids = table.column("id").filter(pa.array(mine))
+    if pc.count_distinct(ids).as_py() != len(ids):
+        raise DataError(f"WildGuard stage 2: the {source!r} pairs' ids are not unique (two sources read from "
+                        "folders of the same name?), so scores cannot be matched to pairs")
+    if pc.count_distinct(scores.column("id")).as_py() != scores.num_rows:
+        raise DataError("WildGuard stage 2: the scores table holds an id twice")
     where = pc.index_in(ids, value_set=scores.column("id"))
     if where.null_count:
         first = ids.filter(pc.is_null(where))[0].as_py()

@@ -102,4 +102,4 @@ def load(path: str = HUB_ID, split: str = "train") -> tuple[pa.Table, Counter]:
         pair = make_pair(id=f"{tag}:{split}:{idx[0]}", source=SOURCE, prompt=turns,
                          chosen=chosen["response"], rejected=rejected["response"])
         out.keep_or_count(pair, drops)
-    return out.table(), drops
+    return out.table(rows_read=ds.num_rows), drops

@@ -94,4 +94,4 @@ def load(path: str = HUB_ID, split: str = "train", *, subset: str = SUBSET, min_
         chosen, rejected = (r1, r2) if strength < 0 else (r2, r1)
         out.keep_or_count(make_pair(id=f"{tag}:{split}:{i}", source=SOURCE, prompt=turns,
                                     chosen=chosen, rejected=rejected), drops)
-    return out.table(), drops
+    return out.table(rows_read=ds.num_rows), drops

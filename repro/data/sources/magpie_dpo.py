@@ -114,4 +114,4 @@ def load(path: str | None = None, split: str = "train", *, source: str = SOURCE,
         out.keep_or_count(make_pair(id=f"{tag}:{split}:{i}", source=source, prompt=prompt, chosen=chosen,
                                     rejected=rejected, category=category,
                                     scores=[float(r["score"]) for r in rewards]), drops)
-    return out.table(), drops
+    return out.table(rows_read=ds.num_rows), drops

@@ -128,4 +128,4 @@ def load(path: str = HUB_ID, split: str = "train", *, category_aliases: Mapping[
                                     prompt=[{"role": "user", "content": row["instruction"]}],
                                     chosen=chosen, rejected=rejected, category=category,
                                     scores=[float(score), float(score_base)]), drops)
-    return out.table(), drops
+    return out.table(rows_read=ds.num_rows), drops

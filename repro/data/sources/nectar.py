@@ -130,4 +130,4 @@ def load(path: str = HUB_ID, split: str = "train", *, rejected_rank: str | int =
         best, worst = got
         out.keep_or_count(make_pair(id=f"{tag}:{split}:{i}", source=SOURCE, prompt=turns,
                                     chosen=best.get("answer"), rejected=worst.get("answer")), drops)
-    return out.table(), drops
+    return out.table(rows_read=ds.num_rows), drops

@@ -40,4 +40,4 @@ def load(path: str = HUB_ID, split: str = "train") -> tuple[pa.Table, Counter]:
                          prompt=[{"role": "user", "content": row["instruction"]}],
                          chosen=chosen, rejected=rejected)
         out.keep_or_count(pair, drops)
-    return out.table(), drops
+    return out.table(rows_read=ds.num_rows), drops

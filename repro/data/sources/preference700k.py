@@ -70,4 +70,4 @@ def load(path: str = HUB_ID, split: str = "train") -> tuple[pa.Table, Counter]:
         prompt, chosen, rejected = got
         out.keep_or_count(make_pair(id=f"{tag}:{split}:{i}", source=SOURCE, prompt=prompt,
                                     chosen=chosen, rejected=rejected), drops)
-    return out.table(), drops
+    return out.table(rows_read=ds.num_rows), drops

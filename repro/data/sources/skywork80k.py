@@ -53,4 +53,4 @@ def load(path: str = HUB_ID, split: str = "train") -> tuple[pa.Table, Counter]:
         pair = make_pair(id=f"{tag}:{split}:{i}", source=row["source"], prompt=prompt, chosen=chosen,
                          rejected=rejected)
         out.keep_or_count(pair, drops)
-    return out.table(), drops
+    return out.table(rows_read=ds.num_rows), drops

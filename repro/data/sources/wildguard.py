@@ -160,4 +160,4 @@ def load(path: str = HUB_ID, split: str = "train", *, config: str = "wildguardtr
             out.keep_or_count(make_pair(id=pid, source=SOURCE, prompt=[{"role": "user", "content": prompt}],
                                         chosen=chosen, rejected=rejected,
                                         adversarial=next(iter(g.adversarial))), drops)
-    return out.table(), drops
+    return out.table(rows_read=ds.num_rows), drops
