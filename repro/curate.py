@@ -1,4 +1,5 @@
-"""Curate a dataset: `python -m repro.curate [--data NAME] [--out DIR] [--skywork-format] [--compare-to DATASET]`.
+"""Curate a dataset: `python -m repro.curate [--data NAME] [KEY=VALUE ...] [--out DIR] [--skywork-format]
+[--compare-to DATASET]`.
 
 Composes the data preset `conf/data/NAME.yaml` (Hydra, so a recipe may build on another) or reads a
 self-contained YAML file, runs every source loader and curation step (read -> paired -> selected ->
@@ -32,15 +33,18 @@ from repro.results import OutputDirError, writable_dir
 CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
 
 
-def data_config(name_or_file: str) -> config_mod.DataConfig:
+def data_config(name_or_file: str, overrides: list[str] = ()) -> config_mod.DataConfig:
     """A data preset of conf/data/ (composed by Hydra, so a recipe may build on another through its
-    `defaults:`), or a self-contained YAML file of data keys."""
+    `defaults:`) with `overrides` of its keys (`magpie.offsets={}`), or a self-contained YAML file."""
     path = Path(name_or_file)
     if not path.suffix:
         if not (CONF_DATA / f"{name_or_file}.yaml").is_file():
             names = sorted(p.stem for p in CONF_DATA.glob("*.yaml"))
             raise config_mod.ConfigError(f"data={name_or_file!r} is not a known preset; valid: {', '.join(names)}")
-        return config_mod.compose([f"data={name_or_file}"], key="--data").data
+        return config_mod.compose([f"data={name_or_file}", *(f"data.{o}" for o in overrides)],
+                                  key="--data").data
+    if overrides:
+        raise config_mod.ConfigError(f"{path}: overrides apply to the presets of conf/data/, not to a YAML file")
     if not path.is_file():
         raise config_mod.ConfigError(f"{path}: data config file not found")
     recipe = config_mod.read_yaml(path)
@@ -139,6 +143,9 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m repro.curate", description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="fixture", help="a preset name in conf/data/ or a YAML file")
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                    help="overrides of the recipe's keys, as after data. in repro.train: magpie.offsets={} "
+                         "wildguard.stage2=false exclude=[wildguard]")
     ap.add_argument("--out", type=Path, default=Path("curated"), help="output folder (default ./curated)")
     ap.add_argument("--skywork-format", action="store_true", help="also write the released 80K parquet layout")
     ap.add_argument("--compare-to", metavar="DATASET",
@@ -155,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         from repro.data.sources.skywork80k import SCHEMA as SKYWORK_SCHEMA
         from repro.results import atomic_write_json, atomic_write_parquet
 
-        cfg = data_config(args.data)
+        cfg = data_config(args.data, args.overrides)
         writable_dir(args.out, "--out")  # before curating: a bad --out fails in a second, not after the data
         from repro import scorer
 

@@ -1,10 +1,16 @@
-"""Decontaminate any dataset against a benchmark: `python -m repro.decontaminate TRAIN [options]`.
+"""Decontaminate any dataset against a benchmark: `python -m repro.decontaminate [--train] TRAIN [options]`.
 
-A training prompt is contaminated if it shares a word n-gram of length 7..13 with any benchmark prompt
-(the RewardBench maintainers' rule, scikit-learn `CountVectorizer` tokenisation; `repro.data.decontam`).
+A training prompt is contaminated if it shares a word n-gram of length 7..13 (`--min-n`, `--max-n`) with
+any benchmark prompt (the RewardBench maintainers' rule, scikit-learn `CountVectorizer` tokenisation;
+`repro.data.decontam`).
 
-    TRAIN                 a Hub id, a local folder laid out like the Hub repo, `fixture:<name>`, or one
-                          .parquet / .jsonl / .json file (optionally .gz)
+    --train TRAIN         (or TRAIN as the first argument) a Hub id, a local folder laid out like the Hub
+                          repo, `fixture:<name>`, or one .parquet / .jsonl / .json file (optionally .gz),
+                          e.g. a JSONL file with `id` and `prompt` fields
+    --min-n, --max-n      the n-gram lengths (default 7 and 13); sharing an n-gram of length min-n..max-n
+                          is sharing a min-n-gram, so --max-n only needs to be >= --min-n
+    --id-column           the training rows' ids (default `id` where the data has it, else the row index);
+                          the benchmark's ids are its `id` column (else its row index)
     --split               split of TRAIN (default train; a single file is always split train)
     --prompt-column COL   the prompt is a string column, or
     --messages-column COL the prompt is the user turns of a list of {role, content} messages (Skywork-80K's
@@ -18,13 +24,17 @@ A training prompt is contaminated if it shares a word n-gram of length 7..13 wit
                           with); with --write-clean also DIR/data/<split>-00000-of-00001.parquet: the kept
                           rows in the schema they were read with (DIR loads as a dataset folder)
 
-Prints a per-source table: prompts scanned, too short to match (< 7 tokens), contaminated, and benchmark
-prompts matched (Table 4's two columns). Every bad input is one `error: ...` line on stderr, exit status 2.
+Prints JSON on stdout: `train_contaminated` (sorted ids), `benchmark_matched` (sorted ids of the benchmark
+rows that share an n-gram with a training prompt), `train_contaminated_count`, `benchmark_matched_count`
+(Table 4's two columns) and the per-source report; with --out the same JSON goes to
+DIR/decontamination.json. A per-source table (prompts scanned, too short to match, contaminated,
+benchmark prompts matched) goes to stderr. Every bad input is one `error: ...` line on stderr, exit 2.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import sys
 import time
@@ -176,7 +186,12 @@ def format_report(rep: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = _Parser(prog="python -m repro.decontaminate", description=__doc__.splitlines()[0])
-    ap.add_argument("train", metavar="TRAIN", help="Hub id, local dataset folder, fixture:<name>, or a data file")
+    ap.add_argument("train_pos", nargs="?", metavar="TRAIN",
+                    help="Hub id, local dataset folder, fixture:<name>, or a data file (or --train)")
+    ap.add_argument("--train", dest="train_opt", metavar="TRAIN", help="the same as TRAIN")
+    ap.add_argument("--min-n", type=int, default=7, help="shortest shared word n-gram that contaminates (7)")
+    ap.add_argument("--max-n", type=int, default=13, help="longest n-gram of the rule (13; >= --min-n)")
+    ap.add_argument("--id-column", help="column of the training rows' ids (default: id, if present)")
     ap.add_argument("--split", default="train")
     ap.add_argument("--config", default=None, help="dataset config name of TRAIN (load_dataset's name)")
     ap.add_argument("--data-dir", default=None, help="data_dir of TRAIN (load_dataset's data_dir)")
@@ -187,13 +202,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --messages-column: all user turns joined with a newline (default), or the last")
     ap.add_argument("--source-column", help="report per value of this column")
     ap.add_argument("--benchmark", default=DEFAULT_BENCHMARK, help=f"default {DEFAULT_BENCHMARK}")
-    ap.add_argument("--benchmark-split", default="filtered")
+    ap.add_argument("--benchmark-split", default=None, help="default filtered (train for a single data file)")
     ap.add_argument("--benchmark-column", default="prompt")
     ap.add_argument("--benchmark-subset-column", default="subset",
                     help="per-subset counts from this benchmark column, if it has it ('' for none)")
     ap.add_argument("--out", type=Path, help="folder for report.json, flagged.parquet (and the clean split)")
     ap.add_argument("--write-clean", action="store_true", help="write the kept rows to OUT/data/")
     args = ap.parse_args(argv)
+    if (args.train_pos is None) == (args.train_opt is None):
+        ap.error("give the training data once: TRAIN or --train TRAIN")
+    args.train = args.train_pos or args.train_opt
+    if not 1 <= args.min_n <= args.max_n:
+        ap.error(f"--min-n {args.min_n} --max-n {args.max_n}: need 1 <= min-n <= max-n")
     if args.write_clean and args.out is None:
         ap.error("--write-clean needs --out (the folder to write the kept rows to)")
     if args.turns != "all" and args.prompt_column is not None:
@@ -205,14 +225,23 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, OutputDirError, OSError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the message
         return 2
-    print(format_report(rep))
+    print(format_report(rep), file=sys.stderr)
     t = rep["timing_seconds"]
     print(f"{rep['train']['rows']} prompts ({rep['train']['prompt']}) against {rep['benchmark']['rows']} benchmark "
           f"prompts ({rep['benchmark']['path']} split {rep['benchmark']['split']!r}, {rep['benchmark']['ngrams']} "
-          f"distinct 7-grams): {rep['total']['contaminated']} contaminated; scan {t['scan']:.2f} s")
+          f"distinct {args.min_n}-grams): {rep['total']['contaminated']} contaminated; scan {t['scan']:.2f} s",
+          file=sys.stderr)
     if outputs:
-        print(f"wrote {args.out}/ ({', '.join(outputs)})")
+        print(f"wrote {args.out}/ ({', '.join(outputs)})", file=sys.stderr)
+    print(json.dumps(rep["ids"]))
     return 0
+
+
+def _sorted_ids(values: list) -> list:
+    """Ids sorted: numbers numerically, anything else as text."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return sorted(values)
+    return sorted(values, key=str)
 
 
 def run(args) -> tuple[dict, list[str]]:
@@ -222,13 +251,17 @@ def run(args) -> tuple[dict, list[str]]:
     from repro.data import decontam
     from repro.results import atomic_write_json, atomic_write_parquet
 
-    columns = [c for c in (args.prompt_column, args.messages_column, args.source_column) if c]
+    columns = [c for c in (args.prompt_column, args.messages_column, args.source_column, args.id_column) if c]
     table, files = load_table(args.train, args.split, columns, name=args.config, data_dir=args.data_dir)
     kind, column = pick_prompt(table, files, args.prompt_column, args.messages_column)
     if args.source_column and args.source_column not in table.column_names:
         raise DataError(f"{where_label(files)}: missing column {args.source_column!r}; it has {table.column_names}")
 
     bench_cols = [args.benchmark_column]
+    if args.benchmark_split is None:  # a single data file has one split, train; a dataset: RewardBench's filtered
+        from repro.fixtures import resolve
+
+        args.benchmark_split = "train" if Path(resolve(args.benchmark)).expanduser().is_file() else "filtered"
     try:
         btable, bfiles = load_table(args.benchmark, args.benchmark_split, bench_cols)
     except DataError as e:
@@ -245,7 +278,7 @@ def run(args) -> tuple[dict, list[str]]:
 
     t0 = time.perf_counter()
     bench_prompts = btable.column(args.benchmark_column)
-    index = decontam.build_index(bench_prompts)
+    index = decontam.build_index(bench_prompts, n=args.min_n)
     t1 = time.perf_counter()
     prompts = table.column(column) if kind == "string" else decontam.prompts_from_messages(table.column(column),
                                                                                              args.turns)
@@ -262,10 +295,23 @@ def run(args) -> tuple[dict, list[str]]:
     rep = decontam.report(prompts, index, sources=sources, benchmark_subsets=subsets,
                           benchmark_prompts=bench_prompts, scan=scan)
     t2 = time.perf_counter()
+    train_rows, bench_rows = scan.benchmark_pairs()
+    id_col = args.id_column or ("id" if "id" in table.column_names else None)
+    flagged_rows = np.flatnonzero(scan.mask)
+    train_ids = (table.column(id_col).take(pa.array(flagged_rows)).to_pylist() if id_col
+                 else flagged_rows.tolist())
+    matched = np.unique(bench_rows)
+    bench_matched = bench_ids[matched].tolist() if bench_ids is not None else matched.tolist()
+    ids = {"train_contaminated": _sorted_ids(train_ids), "benchmark_matched": _sorted_ids(bench_matched),
+           "train_contaminated_count": len(train_ids), "benchmark_matched_count": len(bench_matched),
+           "ngram_range": [args.min_n, args.max_n], "train": args.train, "train_rows": table.num_rows,
+           "train_id_column": id_col, "benchmark": args.benchmark, "benchmark_split": args.benchmark_split,
+           "benchmark_rows": btable.num_rows, "benchmark_id_column": "id" if bench_ids is not None else None}
     meta = {
-        "rule": {"ngram_range": list(decontam.NGRAM_RANGE), "token_pattern": decontam.TOKEN_PATTERN,
+        "rule": {"ngram_range": [args.min_n, args.max_n], "token_pattern": decontam.TOKEN_PATTERN,
                  "lowercase": True, "strip_accents": None,
-                 "contaminated": "shares at least one word n-gram of length 7..13 with a benchmark prompt"},
+                 "contaminated": f"shares at least one word n-gram of length {args.min_n}..{args.max_n} with a "
+                                 "benchmark prompt"},
         "train": {"path": args.train, "split": args.split, "files": files, "rows": table.num_rows,
                   "prompt": f"{column} ({'string' if kind == 'string' else 'user turns: ' + args.turns})",
                   "source_column": args.source_column},
@@ -274,9 +320,11 @@ def run(args) -> tuple[dict, list[str]]:
                       "subset_column": args.benchmark_subset_column if subsets is not None else None},
     }
     rep = {**meta, **rep, "timing_seconds": {"index": t1 - t0, "scan": t2 - t1}}
+    ids["report"] = {"sources": rep["sources"], "total": rep["total"]}
     outputs = []
     if args.out is not None:
-        train_rows, bench_rows = scan.benchmark_pairs()
+        atomic_write_json(args.out / "decontamination.json", ids)
+        outputs.append("decontamination.json")
         flagged = np.flatnonzero(scan.mask)
         starts = np.searchsorted(train_rows, flagged)
         offsets = np.r_[starts, len(train_rows)].astype(np.int64)
@@ -295,6 +343,7 @@ def run(args) -> tuple[dict, list[str]]:
             outputs.append(clean)
         atomic_write_json(args.out / "report.json", rep)
         outputs.insert(0, "report.json")
+    rep["ids"] = ids
     return rep, outputs
 
 

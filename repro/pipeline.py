@@ -254,8 +254,8 @@ def summary_table(final: dict, run_dir: Path, manifest: dict | None = None) -> s
 
     lines = [f"run dir: {run_dir}"]
     if manifest:
-        lines.append(f"data:    {manifest['pairs']} curated pairs ({manifest['dropped']} rows dropped; "
-                     "see data/manifest.json)")
+        lines.append(f"data:    {manifest['pairs']} curated pairs ({manifest['dropped']} candidates dropped, "
+                     "by step and reason in data/manifest.json)")
     t = final.get("train") or {}
     if t.get("steps"):
         too_long = sum((t.get("tokenize_dropped") or {}).values())

@@ -25,9 +25,9 @@ SKYWORK = FIXTURE_ROOT / "skywork80k" / "data" / "train-00000-of-00001.parquet"
 REWARDBENCH = FIXTURE_ROOT / "reward-bench" / "data" / "filtered-00000-of-00001.parquet"
 
 
-def sklearn_overlap(train: list[str], bench: list[str]):
+def sklearn_overlap(train: list[str], bench: list[str], ngram_range=(7, 13)):
     """(contaminated mask, sorted (train row, bench row) pairs sharing a 7..13-gram) the maintainers' way."""
-    cv = CountVectorizer(ngram_range=(7, 13)).fit(bench)
+    cv = CountVectorizer(ngram_range=ngram_range).fit(bench)
     m = (cv.transform(train) @ cv.transform(bench).T).tocoo()
     mask = np.zeros(len(train), dtype=bool)
     mask[m.row] = True
@@ -277,7 +277,7 @@ def test_cli_end_to_end(tmp_path):
                     "--source-column", "source", "--benchmark", "fixture:reward-bench", "--out", str(out),
                     "--write-clean"], tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.splitlines()
+    lines = proc.stderr.splitlines()  # the human-readable table; stdout is the JSON result
     assert lines[0].split()[:4] == ["source", "scanned", "too", "short"]
     total = next(line for line in lines if line.startswith("total")).split()
     assert [total[1], total[3], total[5]] == ["1186", str(FIXTURE_TOTAL[2]), str(FIXTURE_TOTAL[3])]
@@ -406,3 +406,33 @@ def test_cli_bad_input_in_a_real_process(tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert "broken.jsonl: cannot read" in proc.stderr and not (tmp_path / "o" / "report.json").exists()
+
+
+def test_cli_issue_form_prints_sorted_ids_as_json(tmp_path):
+    """`--train T.jsonl --benchmark B.jsonl --min-n N --max-n M --out DIR`: JSON with the sorted ids of the
+    contaminated training rows and of the matched benchmark rows, checked against scikit-learn's
+    CountVectorizer(ngram_range=(N, M)) + sparse product (the RewardBench maintainers' script)."""
+    train, bench = fixture_prompts()
+    bench_rows = [{"id": 1000 + i, "prompt": p} for i, p in enumerate(bench.column("prompt").to_pylist())]
+    texts = ["\n".join(m["content"] for m in (r or []) if m["role"] == "user" and m["content"] is not None)
+             for r in train.column("chosen").to_pylist()]
+    train_rows = [{"id": f"t{i:04d}", "prompt": t} for i, t in enumerate(texts)]
+    for name, rows in (("train.jsonl", train_rows), ("bench.jsonl", bench_rows)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for lo, hi in ((7, 13), (5, 9)):
+        out = tmp_path / f"out{lo}"
+        proc = run_cli(["-m", "repro.decontaminate", "--train", str(tmp_path / "train.jsonl"), "--benchmark",
+                        str(tmp_path / "bench.jsonl"), "--min-n", str(lo), "--max-n", str(hi), "--out", str(out)],
+                       tmp_path, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        got = json.loads(proc.stdout)
+        assert got == json.loads((out / "decontamination.json").read_text())
+        mask, pairs = sklearn_overlap(texts, [r["prompt"] for r in bench_rows], ngram_range=(lo, hi))
+        want_train = sorted(train_rows[i]["id"] for i in np.flatnonzero(mask))
+        want_bench = sorted({bench_rows[b]["id"] for _, b in pairs})
+        assert got["train_contaminated"] == want_train and got["train_contaminated_count"] == len(want_train) > 0
+        assert got["benchmark_matched"] == want_bench and got["benchmark_matched_count"] == len(want_bench) > 0
+        assert got["ngram_range"] == [lo, hi]
+    proc = run_cli(["-m", "repro.decontaminate", "--train", str(tmp_path / "train.jsonl"), "--min-n", "9",
+                    "--max-n", "7"], tmp_path)
+    assert proc.returncode == 2 and "need 1 <= min-n <= max-n" in proc.stderr

@@ -1,6 +1,7 @@
 """The whole pipeline as a user runs it: `python -m repro.train` from any folder, offline, on CPU."""
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -42,10 +43,19 @@ def test_default_run_writes_the_results_contract(default_run):
     env = json.loads((run_dir / "env.json").read_text())
     assert env["world_size"] == 1 and env["versions"]["torch"]
     manifest = json.loads((run_dir / "data" / "manifest.json").read_text())
-    assert manifest["pairs"] == 679 and manifest["dropped"] == 507 and manifest["duplicates"]["dropped"] == 501
+    # the fixture recipe: the seven raw fixture sources through every step (tests/test_curate.py pins the
+    # steps before stage 2); stage 2's scorer is the run `data=fixture_scorer`, built first
+    assert manifest["pairs"] == 483 and manifest["dropped"] == 2303 and manifest["duplicates"]["dropped"] == 236
+    scorer_run = default_run["cwd"] / "runs" / "tiny" / "data=fixture_scorer" / "seed=0"
+    assert (scorer_run / "final.json").is_file()
+    assert manifest["wildguard"]["scorer"] == str(scorer_run / "model")
+    assert manifest["wildguard"]["after_stage1"] == 153 and manifest["wildguard"]["after_stage2"] == 73
+    wg_scores = pd.read_parquet(Path(manifest["cache_dir"]) / "wildguard_scores.parquet")
+    assert len(wg_scores) == 153 and (wg_scores["score_chosen"] > wg_scores["score_rejected"]).sum() == 73
     out = default_run["proc"].stdout
     assert str(run_dir) in out and re.search(r"Score\s+\d+\.\d\d", out)
-    assert collect(default_run["cwd"] / "runs").loc[0, "Score"] == final["Score"]
+    table = collect(default_run["cwd"] / "runs").set_index("name")
+    assert table.loc["default", "Score"] == final["Score"] and table.loc["data=fixture_scorer", "data"] == "fixture_scorer"
 
 
 # What `make demo` prints on the reference machine (x86-64, 2 threads, the versions of constraints.txt);
@@ -54,11 +64,11 @@ def test_default_run_writes_the_results_contract(default_run):
 DEMO_TABLE = """\
 RewardBench (192 examples, fixture:reward-bench):
 section       accuracy  95% CI
-Chat            100.00  [100.00, 100.00]
-Chat Hard        91.78  [81.90, 98.99]
+Chat             97.21  [93.02, 100.00]
+Chat Hard       100.00  [100.00, 100.00]
 Safety          100.00  [100.00, 100.00]
-Reasoning        95.83  [92.71, 98.96]
-Score            96.90  [94.20, 98.72]
+Reasoning        98.96  [96.87, 100.00]
+Score            99.04  [97.99, 100.00]
 (percentages; RewardBench weights: current; 95% stratified bootstrap over examples)
 """
 
@@ -66,13 +76,14 @@ Score            96.90  [94.20, 98.72]
 def test_the_demo_prints_the_numbers_the_readme_shows(default_run):
     out = default_run["proc"].stdout
     assert DEMO_TABLE in out, out[-1500:]
-    assert "data:    679 curated pairs (507 rows dropped; see data/manifest.json)" in out
-    assert re.search(r"^train:   1092 steps, 17472 pairs \(679 distinct\), ", out, re.M), out[-1500:]
+    data_line = "data:    483 curated pairs (2303 candidates dropped, by step and reason in data/manifest.json)"
+    assert data_line in out
+    assert re.search(r"^train:   780 steps, 12480 pairs \(483 distinct\), ", out, re.M), out[-1500:]
     readme = (ROOT / "README.md").read_text()
-    assert DEMO_TABLE in readme and "train:   1092 steps, 17472 pairs (679 distinct)" in readme
+    assert DEMO_TABLE in readme and data_line in readme and "train:   780 steps, 12480 pairs (483 distinct)" in readme
     train = json.loads((default_run["run_dir"] / "train.json").read_text())
-    assert train["pairs_trained"] == train["steps"] * 16 == 17472  # global batch 16
-    assert train["distinct_pairs_trained"] == train["pairs_available"] == 679
+    assert train["pairs_trained"] == train["steps"] * 16 == 12480  # global batch 16
+    assert train["distinct_pairs_trained"] == train["pairs_available"] == 483
     env = json.loads((default_run["run_dir"] / "env.json").read_text())
     assert env["torch_threads_driver"] == env["torch_threads_per_process"] == 2  # the demo preset's threads
 
