@@ -24,7 +24,8 @@ def test_default_composes_to_the_cpu_demo():
     cfg = composed()
     assert cfg.experiment.name == "tiny"
     assert (cfg.model.name, cfg.loss.name, cfg.launcher.name) == ("tiny_llama", "bt", "local")
-    assert cfg.data.sources[0].path == "fixture:skywork80k"
+    assert cfg.data.name == "fixture" and all(s.path.startswith("fixture:") for s in cfg.data.sources)
+    assert len(cfg.data.sources) == 7 and cfg.data.wildguard.scorer_run == ["data=fixture_scorer"]
     assert cfg.eval.weights == "current"
 
 

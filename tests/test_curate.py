@@ -240,3 +240,41 @@ def test_compare_matches_duplicates_one_for_one():
 
     rep = compare.compare(table(("q", "x"), ("q", "x"), ("r", "x")), table(("q", "y"), ("s", "y")))
     assert rep["total"] == {"ours": 3, "theirs": 2, "in_both": 1, "only_ours": 2, "only_theirs": 1}
+
+
+def test_word_counts_equal_python_split_on_awkward_text():
+    import random
+
+    import numpy as np
+
+    from repro.data.stats import word_counts
+
+    rng = random.Random(0)
+    alphabet = ["a", "b", " ", "  ", "\t", "\n", "é", "\u00a0", "\u2003", "x y", "\x1c", "\x85", "", "word"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+    texts += [None, "", " ", "a"]
+    chunked = pa.chunked_array([pa.array(texts[:1500]), pa.array(texts[1500:])])
+    want = np.array([len((t or "").split()) for t in texts])
+    assert (word_counts(chunked) == want).all()
+    sliced = pa.array(texts, type=pa.large_string()).slice(5, 100)  # offsets not starting at 0
+    assert (word_counts(sliced) == want[5:105]).all()
+
+
+def test_duplicate_keys_are_equal_exactly_when_the_pairs_are():
+    import random
+
+    from repro.data.schema import PairTable, make_pair
+
+    rng = random.Random(1)
+    t, canonical = PairTable(batch_rows=7), []
+    for i in range(200):
+        prompt = [{"role": rng.choice(["user", "system"]), "content": rng.choice(["q", "q:", "1:q", "a b", ""])}
+                  for _ in range(rng.randint(1, 3))]
+        prompt[-1]["role"] = "user"
+        chosen, rejected = rng.choice(["a", "b", "a:b", "1:a"]), rng.choice(["x", "y", "", "0:"])
+        t.add(make_pair(id=str(i), source="s", prompt=prompt, chosen=chosen, rejected=rejected))
+        canonical.append(json.dumps([prompt, chosen, rejected]))
+    keys = []
+    for batch in t.table().combine_chunks().to_batches(max_chunksize=13):  # sliced batches
+        keys += mixture.pair_keys(batch).to_pylist()
+    assert all((keys[a] == keys[b]) == (canonical[a] == canonical[b]) for a in range(200) for b in range(200))

@@ -51,8 +51,9 @@ def test_fixtures_are_regenerated_identically(tmp_path):
         "offsetbias/train.jsonl", "helpsteer2/train.jsonl.gz", "helpsteer2/validation.jsonl.gz"}
     for path in written:
         committed = FIXTURE_ROOT / path.relative_to(tmp_path)
-        if path.suffix == ".parquet":
-            assert pq.read_table(path).equals(pq.read_table(committed)), committed
+        if path.suffix == ".parquet":  # same schema and values (repr: NaN equals NaN), whatever the writer
+            fresh, old = pq.read_table(path), pq.read_table(committed)
+            assert fresh.schema == old.schema and repr(fresh.to_pylist()) == repr(old.to_pylist()), committed
         else:  # JSON lines, plain or gzipped with mtime=0: byte-for-byte
             assert path.read_bytes() == committed.read_bytes(), committed
 

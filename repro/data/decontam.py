@@ -179,7 +179,7 @@ class _Tokens:
         return np.repeat(np.arange(len(self.row_offsets) - 1, dtype=np.int64), np.diff(self.row_offsets))
 
 
-def _byte_view(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def byte_view(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(offsets int64 of len(arr)+1, the data bytes) of a null-free string array, zero-copy."""
     bufs = arr.buffers()
     odt = np.dtype(np.int32 if pa.types.is_string(arr.type) else np.int64)
@@ -190,7 +190,7 @@ def _byte_view(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def _byte_tokens(arr: pa.Array) -> _Tokens:
     """Tokens of rows that are ASCII, or already "token token ..." strings, from their bytes (see module doc)."""
-    offsets, data = _byte_view(arr)
+    offsets, data = byte_view(arr)
     lo, hi = int(offsets[0]), int(offsets[-1])
     b = _LOWER[data[lo:hi]]
     rel = offsets - lo
@@ -225,7 +225,7 @@ def _pieces(chunks: list[pa.Array]) -> Iterable[tuple[int, pa.Array]]:
     """(first row, slice) pieces of at most ~_PIECE_BYTES text bytes (at least one row each)."""
     start = 0
     for c in chunks:
-        offsets, _ = _byte_view(c)
+        offsets, _ = byte_view(c)
         i = 0
         while i < len(c):
             j = int(np.searchsorted(offsets, offsets[i] + _PIECE_BYTES, side="right")) - 1

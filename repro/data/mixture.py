@@ -20,7 +20,7 @@ Duplicate pairs: a pair whose (prompt messages, chosen, rejected) equals an earl
 source or across the sources of the mixture, is a duplicate. `data.duplicates: drop` (the default) keeps
 the first occurrence in source order, then row order, and counts the rest as the drop reason "duplicate
 pair"; `keep` trains on every copy. Either way the manifest's `duplicates` entry counts them. Pairs are
-compared by the SHA-256 of their canonical JSON (one 32-byte digest per distinct pair held).
+compared by the SHA-256 of a length-framed key of their texts (`pair_keys`; one digest per distinct pair).
 """
 from __future__ import annotations
 
@@ -89,18 +89,32 @@ def data_key(data_cfg, scorer: str | None = None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _framed(text: pa.Array) -> pa.Array:
+    """Each string as "<byte length>:<string>": concatenations of framed strings are unambiguous."""
+    return pc.binary_join_element_wise(pc.binary_length(text).cast(pa.string()), ":", text, "")
+
+
+def pair_keys(batch: pa.RecordBatch | pa.Table) -> pa.Array:
+    """The identity of every pair for duplicate detection, built by Arrow kernels (no per-row Python):
+    its prompt messages (role, content) then chosen and rejected, each framed by its byte length."""
+    prompt = batch.column("prompt")
+    if isinstance(prompt, pa.ChunkedArray):
+        prompt = prompt.combine_chunks()
+    flat = prompt.flatten()
+    messages = pc.binary_join_element_wise(_framed(pc.fill_null(flat.field("role"), "")),
+                                           _framed(pc.fill_null(flat.field("content"), "")), "")
+    offsets = prompt.offsets  # of a sliced array they start past 0, while flatten() starts at its first value
+    per_row = pa.ListArray.from_arrays(pc.subtract(offsets, offsets[0]), messages)
+    return pc.binary_join_element_wise(_framed(pc.binary_join(per_row, "")), _framed(batch.column("chosen")),
+                                       _framed(batch.column("rejected")), "")
+
+
 def _digests(table: pa.Table) -> list[bytes]:
+    """SHA-256 of every pair's key (`pair_keys`), a batch at a time."""
     out = []
     for batch in table.select(["prompt", "chosen", "rejected"]).to_batches(max_chunksize=8192):
-        for p, c, r in zip(*(batch.column(k).to_pylist() for k in ("prompt", "chosen", "rejected"))):
-            out.append(hashlib.sha256(json.dumps([p, c, r], sort_keys=True).encode()).digest())
+        out += [hashlib.sha256(k).digest() for k in pair_keys(batch).cast(pa.binary()).to_pylist()]
     return out
-
-
-def pair_digest(pair: dict) -> bytes:
-    """Identity of a pair for duplicate detection: SHA-256 of its (prompt, chosen, rejected) as canonical JSON."""
-    return hashlib.sha256(json.dumps([pair["prompt"], pair["chosen"], pair["rejected"]],
-                                     sort_keys=True).encode()).digest()
 
 
 def table_sha256(table: pa.Table) -> str:

@@ -45,6 +45,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from repro.data.decontam import check_messages_type
 from repro.data.hub import dataset_tag
@@ -94,7 +95,11 @@ def load(path: str | None = None, split: str = "train", *, source: str = SOURCE,
     ds = load_checked(path, split, COLUMNS, TYPES)
     tag = dataset_tag(path)
     out, drops = PairTable(), Counter()
-    for i, row in iter_rows(ds, COLUMNS):
+    # The five response texts are only counted (against the rewards): their lengths come from the Arrow
+    # offsets, so the texts are never turned into Python strings.
+    lengths = pc.list_value_length(ds.select_columns(["responses"]).with_format("arrow")[:].column("responses"))
+    n_responses = pc.fill_null(lengths, -1).to_numpy(zero_copy_only=False)
+    for i, row in iter_rows(ds, [c for c in COLUMNS if c != "responses"]):
         got = conversation_pair(row["chosen"], row["rejected"])
         if isinstance(got, str):
             drops[got] += 1
@@ -104,8 +109,8 @@ def load(path: str | None = None, split: str = "train", *, source: str = SOURCE,
         if category is None:
             drops["missing category"] += 1
             continue
-        responses, rewards = row["responses"], row["rewards_armorm"]
-        if rewards is not None and (responses is None or len(responses) != len(rewards)):
+        rewards = row["rewards_armorm"]
+        if rewards is not None and n_responses[i] != len(rewards):
             drops["responses and rewards_armorm lengths differ"] += 1
             continue
         if not rewards or any(r is None or bad_number(r.get("score")) for r in rewards):
