@@ -126,7 +126,7 @@ def _load_table(path: str, split: str, columns: list[str], *, name: str | None =
     else:
         if not p.exists() and (where.startswith((".", "/", "~")) or p.suffix.lower() in (*FILE_SUFFIXES, ".gz")):
             raise DataError(f"{where}: no such file or folder")
-        ds = load_split(path, split, name=name, data_dir=data_dir, columns=columns)
+        ds = load_split(path, split, name=name, data_dir=data_dir, columns=columns, project=False)
         files = split_files(path, split, name=name, data_dir=data_dir) or [f"{where} split {split!r}"]
     table = ds.data.table if getattr(ds, "_indices", None) is None else ds.with_format("arrow")[:]
     return table, files

@@ -30,8 +30,10 @@ def dataset_tag(path: str) -> str:
 
 
 def load_split(path: str, split: str, *, name: str | None = None, data_dir: str | None = None,
-               columns: Iterable[str] = ()):
-    """`load_dataset(path, name, data_dir=..., split=split)` with clear errors and a column check."""
+               columns: Iterable[str] = (), project: bool = True):
+    """`load_dataset(path, name, data_dir=..., split=split)` with clear errors and a check that `columns`
+    exist. With `project` (default) a parquet dataset is read with only `columns`; `project=False` keeps
+    every column."""
     import datasets
 
     where = resolve(path)
@@ -46,10 +48,13 @@ def load_split(path: str, split: str, *, name: str | None = None, data_dir: str 
     # are converted afresh on every load, without checking split sizes against that stale cache's record
     # (the Hub's own cache is keyed by commit and is not affected).
     fresh = looks_local(where) and (Path(where).expanduser() / "README.md").is_file()
+    kwargs = {"download_mode": "force_redownload", "verification_mode": "no_checks"} if fresh else {}
+    if project and columns and _parquet_only(path, split, name=name, data_dir=data_dir):
+        # Parquet: only the loader's columns are read and cached (Magpie Ultra's 1,024-d embeddings and
+        # the DPO sets' generation configs never leave their files): a cold load converts far less.
+        kwargs["columns"] = columns
     try:
-        ds = datasets.load_dataset(where, name, data_dir=data_dir, split=split,
-                                   **({"download_mode": "force_redownload", "verification_mode": "no_checks"}
-                                      if fresh else {}))
+        ds = datasets.load_dataset(where, name, data_dir=data_dir, split=split, **kwargs)
     except ValueError as e:
         if "split" in str(e).lower():
             raise DataError(f"{label}: no split {split!r} ({e})") from None
@@ -62,6 +67,11 @@ def load_split(path: str, split: str, *, name: str | None = None, data_dir: str 
         raise DataError(f"{label} split {split!r}: missing column(s) {missing}; found {ds.column_names}"
                         + (f" (files: {', '.join(files)})" if files else ""))
     return ds
+
+
+def _parquet_only(path: str, split: str, *, name: str | None, data_dir: str | None) -> bool:
+    files = split_files(path, split, name=name, data_dir=data_dir)
+    return bool(files) and all(f.endswith(".parquet") for f in files)
 
 
 # How many leading rows of a JSON-lines file are read for its column names (keys may be absent in a row).
