@@ -242,22 +242,25 @@ def test_compare_matches_duplicates_one_for_one():
     assert rep["total"] == {"ours": 3, "theirs": 2, "in_both": 1, "only_ours": 2, "only_theirs": 1}
 
 
-def test_word_counts_equal_python_split_on_awkward_text():
-    import random
+def test_table1_counts_whitespace_words_per_source():
+    from repro.data.schema import PairTable, make_pair
+    from repro.data.stats import table1
 
-    import numpy as np
-
-    from repro.data.stats import word_counts
-
-    rng = random.Random(0)
-    alphabet = ["a", "b", " ", "  ", "\t", "\n", "é", "\u00a0", "\u2003", "x y", "\x1c", "\x85", "", "word"]
-    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
-    texts += [None, "", " ", "a"]
-    chunked = pa.chunked_array([pa.array(texts[:1500]), pa.array(texts[1500:])])
-    want = np.array([len((t or "").split()) for t in texts])
-    assert (word_counts(chunked) == want).all()
-    sliced = pa.array(texts, type=pa.large_string()).slice(5, 100)  # offsets not starting at 0
-    assert (word_counts(sliced) == want[5:105]).all()
+    t = PairTable(batch_rows=2)
+    # source a: 2 turns + answer (3 messages), prompt words 2 + 3, responses 4 and 2 words (mean 3)
+    t.add(make_pair(id="1", source="a", prompt=[{"role": "user", "content": "two  words"},
+                                                {"role": "assistant", "content": "\u00a0three words here"},
+                                                {"role": "user", "content": ""}][:2] + [
+                                                {"role": "user", "content": "q"}],
+                    chosen="one two\tthree\nfour", rejected="x y"))
+    t.add(make_pair(id="2", source="b", prompt=[{"role": "user", "content": "é ß 中"}], chosen="a", rejected="b c d"))
+    got = table1(t.table())
+    assert got["tokenizer"] == "whitespace words"
+    assert got["sources"] == [
+        {"source": "a", "pairs": 1, "avg_turns": 4.0, "avg_prompt_tokens": 6.0, "avg_response_tokens": 3.0},
+        {"source": "b", "pairs": 1, "avg_turns": 2.0, "avg_prompt_tokens": 3.0, "avg_response_tokens": 2.0}]
+    assert got["total"] == {"source": "total", "pairs": 2, "avg_turns": 3.0, "avg_prompt_tokens": 4.5,
+                            "avg_response_tokens": 2.5}
 
 
 def test_duplicate_keys_are_equal_exactly_when_the_pairs_are():

@@ -34,24 +34,21 @@ def pair_keys(table: pa.Table) -> list[bytes]:
     return out
 
 
+def _match(keys: list[bytes], other: list[bytes]) -> list[bool]:
+    """Per key, whether it finds a partner in `other`, each partner used once (in row order)."""
+    available = Counter(other)
+    out = []
+    for k in keys:
+        out.append(available[k] > 0)
+        available[k] -= out[-1]
+    return out
+
+
 def compare(ours: pa.Table, theirs: pa.Table) -> dict:
     """{"ours": {source: {"pairs", "in_both", "only_ours"}}, "theirs": {source: {"pairs", "in_both",
     "only_theirs"}}, "total": {"ours", "theirs", "in_both", "only_ours", "only_theirs"}}."""
     ours_keys, their_keys = pair_keys(ours), pair_keys(theirs)
-    available = Counter(their_keys)
-    matched_ours = []
-    for k in ours_keys:
-        hit = available[k] > 0
-        if hit:
-            available[k] -= 1
-        matched_ours.append(hit)
-    remaining = Counter(ours_keys)
-    matched_theirs = []
-    for k in their_keys:
-        hit = remaining[k] > 0
-        if hit:
-            remaining[k] -= 1
-        matched_theirs.append(hit)
+    matched_ours, matched_theirs = _match(ours_keys, their_keys), _match(their_keys, ours_keys)
 
     def by_source(table, matched, only):
         out: dict[str, dict] = {}

@@ -18,42 +18,23 @@ CHUNK = 8192
 WORDS = "whitespace words"
 
 
-# Python's str.split() separators among ASCII bytes: \t \n \v \f \r, \x1c-\x1f and the space.
-_ASCII_SPACE = np.zeros(256, dtype=bool)
-_ASCII_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
-
-
 def word_counts(texts) -> np.ndarray:
-    """`len(t.split())` of every text of an Arrow string array (or chunked array; null = 0 words).
-
-    Vectorised over the UTF-8 bytes: a word starts at a non-space byte after a space byte or at the start
-    of a text. Texts with a non-ASCII byte (whose whitespace Python defines by Unicode) are split by
-    Python itself, one at a time, so the result equals `len(t.split())` to the letter."""
-    from repro.data.decontam import as_string_chunks, byte_view
-
-    out = []
-    for arr in as_string_chunks(texts):
-        offsets, data = byte_view(arr)
-        lo, hi = offsets[:-1], offsets[1:]
-        seg = data[offsets[0]:offsets[-1]] if len(arr) else data[:0]
-        space = _ASCII_SPACE[seg]
-        start = ~space
-        start[1:] &= space[:-1]
-        rel = lo - offsets[0]
-        start[rel[(hi > lo)]] = ~space[rel[(hi > lo)]]  # a text's first byte starts a word unless a space
-        c = np.concatenate([[0], np.cumsum(start, dtype=np.int64)])
-        counts = c[hi - offsets[0]] - c[rel]
-        high = np.concatenate([[0], np.cumsum(seg >= 0x80, dtype=np.int64)])
-        for i in np.flatnonzero(high[hi - offsets[0]] - high[rel]):
-            counts[i] = len(arr[i].as_py().split())
-        out.append(counts)
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    """`len(t.split())` of every text of an Arrow string array or chunked array (null = 0 words), a chunk
+    of CHUNK texts at a time. (A numpy count over the UTF-8 bytes with Python's whitespace set measured
+    slower than this at 170K 500-word texts, 7.1 s vs 4.8 s, and needs memory in proportion to the text.)"""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
+    out = [np.zeros(0, dtype=np.int64)]
+    for start in range(0, len(texts), CHUNK):
+        out.append(np.fromiter((len(t.split()) if t else 0 for t in texts.slice(start, CHUNK).to_pylist()),
+                               dtype=np.int64))
+    return np.concatenate(out)
 
 
 def token_counter(tokenizer: str | None) -> tuple[str, Callable[[list[str]], np.ndarray]]:
     """(name, f(texts) -> token count per text)."""
     if tokenizer is None:
-        return WORDS, lambda texts: np.array([len(t.split()) for t in texts], dtype=np.int64)
+        return WORDS, None  # `word_counts` reads the Arrow strings itself
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer)
@@ -77,8 +58,6 @@ def table1(pairs: pa.Table, tokenizer: str | None = None) -> dict:
     """{"tokenizer": name, "sources": [{source, pairs, avg_turns, avg_prompt_tokens, avg_response_tokens}],
     "total": {...}} with sources in first-seen order."""
     name, count = token_counter(tokenizer)
-    if tokenizer is None:
-        count = None  # whitespace words: the vectorised `word_counts`
     prompt = pairs.column("prompt")
     turns = pc.list_value_length(prompt).to_numpy(zero_copy_only=False) + 1
     flat = pc.list_flatten(prompt)
