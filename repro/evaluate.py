@@ -10,7 +10,12 @@
         score any Hugging Face sequence-classification reward model (Hub id or local folder)
     python -m repro.evaluate --compare RUN_A RUN_B
         paired comparison on the same rows: A - B per section and Score, 95% paired-bootstrap interval,
-        sign-flip permutation p-value (JSON out)
+        sign-flip permutation p-value, exact McNemar per subset (JSON out)
+    python -m repro.evaluate --compare BASE OTHER [OTHER ...]
+        every other arm minus the base, Holm-Bonferroni adjusted across the family (JSON out, table on
+        stderr). Each side of a comparison is a run dir, an eval folder, or a per-example parquet / CSV /
+        JSONL file from any tool (`subset` and `correct` or `score_chosen`/`score_rejected`; rows matched by
+        `id`, else by the prompt/chosen/rejected text, never by position)
 
 Scoring follows the official script: each conversation is [user: prompt, assistant: response] rendered
 with the model's chat template (no doubled BOS), truncated from the left, scored by the raw logit;
@@ -123,32 +128,94 @@ def same_scores(own, rescored) -> str:
             f"difference {abs(a - b).max():.3g}; {flipped} change correct/wrong)")
 
 
-# What a paired comparison needs from each side's per-example results.
-COMPARE_COLUMNS = ("id", "subset", "correct")
+
+
+PER_EXAMPLE_FILES = (".parquet", ".csv", ".jsonl", ".json")
 
 
 def read_per_example(path: str | Path):
-    """Per-example results of a run dir, or of a folder holding per_example.parquet (eval/, an --out
-    folder, eval/rescore-<weights>/), checked for the columns a comparison needs."""
+    """Per-example results to compare, as a DataFrame with `key`, `subset`, `correct`.
+
+    `path` is a run dir, a folder holding per_example.parquet (eval/, an --out folder,
+    eval/rescore-<weights>/), or a per-example file from any tool: parquet, CSV or JSON lines with
+    `subset` and either `correct` or `score_chosen` and `score_rejected` (correct = chosen > rejected,
+    strict, as RewardBench). Rows are keyed by `id`, or, in a file without one, by the exact (`prompt`,
+    `chosen`, `rejected`) text. Every problem is a ValueError naming the file."""
+    import hashlib
+
+    import numpy as np
     import pandas as pd
 
     path = Path(path)
-    f = path / "eval" / "per_example.parquet" if (path / "eval").is_dir() else path / "per_example.parquet"
-    if not f.is_file():
-        raise FileNotFoundError(f"{path}: no per_example.parquet (is it an evaluated run dir?)")
+    if path.is_dir():
+        f = path / "eval" / "per_example.parquet" if (path / "eval").is_dir() else path / "per_example.parquet"
+        if not f.is_file():
+            raise FileNotFoundError(f"{path}: no per_example.parquet (is it an evaluated run dir?)")
+    elif path.is_file():
+        f = path
+        if not path.name.lower().endswith(PER_EXAMPLE_FILES):
+            raise ValueError(f"{path}: a per-example file must be {', '.join(PER_EXAMPLE_FILES)}")
+    else:
+        raise FileNotFoundError(f"{path}: no such run dir or per-example file")
+    name = f.name.lower()
     try:
-        df = pd.read_parquet(f)
-    except (OSError, ValueError) as e:  # pyarrow's errors are both; their text does not name the file
+        if name.endswith(".parquet"):
+            df = pd.read_parquet(f)
+        elif name.endswith(".csv"):
+            df = pd.read_csv(f)
+        else:
+            df = pd.read_json(f, lines=name.endswith(".jsonl"))
+    except (OSError, ValueError) as e:  # pyarrow's and pandas' errors do not name the file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{f}: not a readable parquet file ({first})") from None
-    missing = [c for c in COMPARE_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{f}: missing column(s) {missing}; found {list(df.columns)}")
-    dup = df[df.duplicated(["id", "subset"])]
+        raise ValueError(f"{f}: not a readable results file ({first})") from None
+    if "subset" not in df.columns:
+        raise ValueError(f"{f}: missing column 'subset'; found {list(df.columns)}")
+    if "correct" in df.columns:
+        values = df["correct"]
+        if values.isna().any() or not values.isin([0, 1, True, False]).all():
+            bad = values[values.isna() | ~values.isin([0, 1, True, False])]
+            raise ValueError(f"{f}: 'correct' must be true/false (or 1/0); {len(bad)} row(s) are not, "
+                             f"e.g. row {bad.index[0]}: {bad.iloc[0]!r}")
+        correct = values.astype(bool)
+    elif {"score_chosen", "score_rejected"} <= set(df.columns):
+        scores = df[["score_chosen", "score_rejected"]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+        bad = ~np.isfinite(scores).all(axis=1)
+        if bad.any():
+            raise ValueError(f"{f}: {int(bad.sum())} row(s) with a missing, NaN or infinite score, e.g. row "
+                             f"{int(np.flatnonzero(bad)[0])}")
+        correct = pd.Series(scores[:, 0] > scores[:, 1], index=df.index)
+    else:
+        raise ValueError(f"{f}: needs 'correct' or both 'score_chosen' and 'score_rejected'; found {list(df.columns)}")
+    if "id" in df.columns:
+        key = df["id"].astype(str)
+    elif {"prompt", "chosen", "rejected"} <= set(df.columns):
+        key = pd.Series([("text:" + hashlib.sha256(json.dumps([p, c, r]).encode()).hexdigest())
+                         for p, c, r in zip(df["prompt"], df["chosen"], df["rejected"])], index=df.index)
+    else:
+        raise ValueError(f"{f}: rows need an 'id', or the 'prompt', 'chosen' and 'rejected' texts, to be matched")
+    out = pd.DataFrame({"key": key, "subset": df["subset"].astype(str), "correct": correct})
+    dup = out[out.duplicated(["key", "subset"])]
     if len(dup):
-        raise ValueError(f"{f}: {len(dup)} duplicate row(s), e.g. id {dup['id'].iloc[0]!r} in "
+        raise ValueError(f"{f}: {len(dup)} duplicate row(s), e.g. {dup['key'].iloc[0]!r} in "
                          f"{dup['subset'].iloc[0]!r}")
-    return df
+    out.attrs["file"] = str(f)
+    return out
+
+
+def matched(frames: dict[str, "object"]):
+    """One DataFrame with `subset` and a correctness column per name, rows matched by key (never by
+    position); a ValueError naming the files when their rows differ."""
+    names = list(frames)
+    base = frames[names[0]].rename(columns={"correct": names[0]})
+    merged = base
+    for n in names[1:]:
+        other = frames[n].rename(columns={"correct": n})
+        merged = merged.merge(other, on=["key", "subset"], how="inner", validate="one_to_one")
+        if len(merged) != len(base) or len(merged) != len(other):
+            raise ValueError(f"{frames[names[0]].attrs.get('file', names[0])} and {other.attrs.get('file', n)} hold "
+                             f"different rows ({len(base)} and {len(other)} rows, {len(merged)} with the same key "
+                             f"and subset): compare results on the same examples")
+    return merged
 
 
 def weighting_of(path: str | Path) -> str:
@@ -175,19 +242,58 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, weights: str | None = 
     """
     from repro.eval.stats import paired_test
 
-    a, b = read_per_example(run_a), read_per_example(run_b)
-    if weights is None:
-        used = {weighting_of(r) for r in (run_a, run_b)}
-        if len(used) > 1:
-            raise ValueError(f"{run_a} and {run_b} were scored with different weightings {sorted(used)}; "
-                             "pass --weights to compare both under one")
-        (weights,) = used
-    merged = a.merge(b, on=["id", "subset"], suffixes=("_a", "_b"), validate="one_to_one")
-    if len(merged) != len(a) or len(merged) != len(b):
-        raise ValueError(f"{run_a} and {run_b} were evaluated on different rows "
-                         f"({len(a)} and {len(b)} rows, {len(merged)} shared)")
+    from repro.eval.stats import mcnemar
+
+    weights = _one_weighting([run_a, run_b], weights)
+    merged = matched({"a": read_per_example(run_a), "b": read_per_example(run_b)})
     return {"a": str(run_a), "b": str(run_b), "weights": weights, "examples": len(merged),
-            "a_minus_b": paired_test(merged["subset"], merged["correct_a"], merged["correct_b"], weights=weights)}
+            "a_minus_b": paired_test(merged["subset"], merged["a"], merged["b"], weights=weights),
+            "mcnemar": mcnemar(merged["subset"], merged["a"], merged["b"])}
+
+
+def _one_weighting(paths, weights: str | None) -> str:
+    """`weights` if given, else the one weighting every evaluated folder was scored under (files: current)."""
+    if weights is not None:
+        return weights
+    used = {weighting_of(p) for p in paths}
+    if len(used) > 1:
+        raise ValueError(f"{', '.join(map(str, paths))} were scored with different weightings {sorted(used)}; "
+                         "pass --weights to compare them under one")
+    return used.pop()
+
+
+def compare_arms(base: str | Path, others: list[str | Path], *, weights: str | None = None,
+                 n_boot: int = 2000) -> dict:
+    """Every other arm against `base` on the same rows: paired bootstrap intervals and permutation
+    p-values per section and Score, McNemar per subset, Holm-adjusted across the family
+    (`repro.eval.stats.compare_family`)."""
+    from repro.eval.stats import compare_family
+
+    paths = [base, *others]
+    names = [str(p) for p in paths]
+    if len(set(names)) != len(names):
+        raise ValueError("--compare: an arm is listed twice")
+    weights = _one_weighting(paths, weights)
+    merged = matched({n: read_per_example(p) for n, p in zip(names, paths)})
+    family = compare_family(merged["subset"].to_numpy(), merged[names[0]].to_numpy(),
+                            {n: merged[n].to_numpy() for n in names[1:]}, weights=weights, n_boot=n_boot)
+    return {"base": names[0], "weights": weights, "examples": len(merged), **family}
+
+
+def format_family(family: dict) -> str:
+    """The readable table of `compare_arms`: per arm and key, the difference (points), its interval and the
+    Holm-adjusted p-value."""
+    keys = (*rb.SECTIONS, "Score")
+    lines = [f"arm minus base ({family['base']}), percentage points; [95% paired bootstrap]; Holm-adjusted p",
+             f"{'arm':<40}" + "".join(f"{k:>30}" for k in keys)]
+    for arm, res in family["arms"].items():
+        cells = []
+        for k in keys:
+            r = res["paired"][k]
+            cells.append(f"{100 * r['difference']:+.2f} [{100 * r['low']:+.2f}, {100 * r['high']:+.2f}] "
+                         f"p={r['p_holm']:.3f}")
+        lines.append(f"{arm[-40:]:<40}" + "".join(f"{c:>30}" for c in cells))
+    return "\n".join(lines)
 
 
 def _from_subsets(path: str, weights: str) -> dict:
@@ -268,8 +374,10 @@ def main(argv: list[str] | None = None) -> int:
                                         "run (eval/, final.json), re-scores a finished one into "
                                         "eval/rescore-<weights>/ (its own result is never replaced)")
     what.add_argument("--model", help="Hub id or folder of any sequence-classification reward model")
-    what.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
-                      help="paired comparison of two evaluated runs: A - B, bootstrap CI, permutation p-value")
+    what.add_argument("--compare", nargs="+", metavar="RESULTS",
+                      help="RUN_A RUN_B: paired comparison A - B (bootstrap CI, permutation p-value, McNemar per "
+                           "subset); BASE OTHER [OTHER ...]: every other arm minus the base, Holm-adjusted across "
+                           "the family. Each is a run dir, an eval folder, or a per-example parquet/CSV/JSONL file")
     ap.add_argument("--weights", default=None, choices=sorted(rb.WEIGHTS),
                     help="current or legacy (swapped xstest weights, as in the paper); default: current, "
                          "or the run's own eval.weights with --run-dir")
@@ -293,7 +401,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.from_subsets:
             print(json.dumps(_from_subsets(args.from_subsets, args.weights or "current"), indent=2))
         elif args.compare:
-            print(json.dumps(compare_runs(*args.compare, weights=args.weights), indent=2))
+            if len(args.compare) < 2:
+                ap.error("--compare needs two results (A B) or a base and its arms (BASE OTHER ...)")
+            if len(args.compare) == 2:
+                print(json.dumps(compare_runs(*args.compare, weights=args.weights), indent=2))
+            else:
+                family = compare_arms(args.compare[0], args.compare[1:], weights=args.weights)
+                print(format_family(family), file=sys.stderr)
+                print(json.dumps(family, indent=2))
         elif args.run_dir:
             score_run_dir(Path(args.run_dir), args.weights)
         else:

@@ -81,17 +81,18 @@ def case(tmp_path, name):
         return ["--model", "/nonexistent/model"], ["--model", "--out"]
     if name == "out with run-dir":
         return ["--run-dir", str(run_dir), "--out", str(tmp_path / "o")], ["--out", "only with --model"]
-    if name == "compare without correct":
-        bad = per_example_folder(tmp_path / "bad", ["correct"])
-        return ["--compare", str(good), str(bad)], [str(bad / "per_example.parquet"), "['correct']"]
+    if name == "compare without correct":  # neither correct nor the two scores to derive it from
+        bad = per_example_folder(tmp_path / "bad", ["correct", "score_chosen", "score_rejected"])
+        return ["--compare", str(good), str(bad)], [str(bad / "per_example.parquet"),
+                                                     "needs 'correct' or both 'score_chosen' and 'score_rejected'"]
     if name == "compare without id and subset":
         bad = per_example_folder(tmp_path / "bad", ["id", "subset"])
-        return ["--compare", str(bad), str(good)], [str(bad / "per_example.parquet"), "['id', 'subset']"]
+        return ["--compare", str(bad), str(good)], [str(bad / "per_example.parquet"), "missing column 'subset'"]
     if name == "compare not parquet":
         (tmp_path / "bad").mkdir()
         (tmp_path / "bad" / "per_example.parquet").write_text("id,subset,correct\n")
         return ["--compare", str(good), str(tmp_path / "bad")], [str(tmp_path / "bad" / "per_example.parquet"),
-                                                                "not a readable parquet"]
+                                                                "not a readable results file"]
     if name == "run-dir without config.yaml":
         return ["--run-dir", str(run_dir)], [str(run_dir / "config.yaml"), "no frozen config"]
     if name == "run-dir without model":
@@ -210,3 +211,72 @@ def test_a_run_whose_evaluation_did_not_finish_is_completed_as_the_pipeline_woul
     assert legacy["weights"] == "legacy"
     assert legacy["Score"] == pytest.approx(expected_sections(per_example, "legacy")["Score"])
     assert "completed the run" in proc.stdout and str(run_dir / "eval" / "rescore-legacy") in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------------
+# Comparisons of per-example results from any tool, and of a family of arms
+
+def _results(rng_seed: int, accuracy: float, n_per_subset: int = 12):
+    """Synthetic per-example rows over every subset: id, subset, prompt/chosen/rejected, correct."""
+    import numpy as np
+
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for s in SUBSETS:
+        for i in range(n_per_subset):
+            rows.append({"id": f"{s}-{i}", "subset": s, "prompt": f"q {s} {i}", "chosen": "a", "rejected": "b",
+                         "correct": bool(rng.random() < accuracy)})
+    return pd.DataFrame(rows)
+
+
+def test_compare_reads_per_example_files_from_any_tool_and_matches_rows_by_key(tmp_path):
+    from repro.eval.stats import mcnemar, paired_test
+
+    a, b = _results(0, 0.8), _results(1, 0.6)
+    a.to_parquet(tmp_path / "a.parquet")
+    # B from another tool: CSV without ids (keyed by the texts), scores instead of correctness, rows shuffled
+    b_scores = b.assign(score_chosen=b["correct"].astype(float), score_rejected=0.5).drop(columns=["correct", "id"])
+    b_scores.sample(frac=1, random_state=0).to_csv(tmp_path / "b.csv", index=False)
+    # A keyed by text too, as JSON lines, so both sides can be matched
+    a.drop(columns=["id"]).to_json(tmp_path / "a.jsonl", orient="records", lines=True)
+    proc = run_cli([*EVALUATE, "--compare", str(tmp_path / "a.jsonl"), str(tmp_path / "b.csv")], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    want = paired_test(a["subset"], a["correct"], b["correct"], weights="current")
+    assert res["a_minus_b"]["Score"]["difference"] == pytest.approx(want["Score"]["difference"])
+    assert res["a_minus_b"]["Score"]["p_value"] == pytest.approx(want["Score"]["p_value"])
+    assert res["mcnemar"]["all"] == mcnemar(a["subset"], a["correct"], b["correct"])["all"]
+    # an id-keyed file cannot be matched to a text-keyed one: named, not guessed
+    proc = run_cli([*EVALUATE, "--compare", str(tmp_path / "a.parquet"), str(tmp_path / "b.csv")], tmp_path)
+    line = error_line(proc)
+    assert "a.parquet" in line and "b.csv" in line and "different rows" in line and "0 with the same key" in line
+
+
+def test_compare_a_family_of_arms_against_a_base_with_holm(tmp_path):
+    from repro.eval.stats import holm, paired_test
+
+    base = _results(0, 0.7)
+    arms = {"better": _results(1, 0.95), "same": _results(2, 0.7), "worse": _results(3, 0.4)}
+    paths = [tmp_path / "base.parquet"]
+    base.to_parquet(paths[0])
+    for name, df in arms.items():
+        paths.append(tmp_path / f"{name}.parquet")
+        df.sample(frac=1, random_state=1).to_parquet(paths[-1])  # other row order: matched by id
+    proc = run_cli([*EVALUATE, "--compare", *map(str, paths)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    fam = json.loads(proc.stdout)
+    assert fam["base"] == str(paths[0]) and fam["examples"] == len(base)
+    raw = {}
+    for name, df in arms.items():
+        want = paired_test(base["subset"], df["correct"], base["correct"], weights="current")
+        got = fam["arms"][str(tmp_path / f"{name}.parquet")]["paired"]["Score"]
+        assert got["difference"] == pytest.approx(want["Score"]["difference"])
+        raw[name] = want["Score"]["p_value"]
+    adjusted = holm(list(raw.values()))
+    for (name, _), p in zip(raw.items(), adjusted):
+        assert fam["arms"][str(tmp_path / f"{name}.parquet")]["paired"]["Score"]["p_holm"] == pytest.approx(p)
+    assert "arm minus base" in proc.stderr and "better" in proc.stderr  # the readable table
+    # mismatched rows in one arm: named with the count
+    arms["worse"].iloc[:-1].to_parquet(paths[-1])
+    line = error_line(run_cli([*EVALUATE, "--compare", *map(str, paths)], tmp_path))
+    assert "worse.parquet" in line and "different rows" in line
