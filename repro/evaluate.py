@@ -280,6 +280,18 @@ def compare_arms(base: str | Path, others: list[str | Path], *, weights: str | N
     return {"base": names[0], "weights": weights, "examples": len(merged), **family}
 
 
+def format_detectable(table: dict) -> str:
+    d = table["discordance"]
+    lines = [f"smallest detectable gap, percentage points ({100 * table['power']:.0f}% power, alpha "
+             f"{table['alpha']}), by the share of examples on which the two models disagree",
+             f"{'':<12}{'examples':>9}" + "".join(f"{f'{100 * x:g}% disagree':>15}" for x in d)]
+    for key, row in table["table"].items():
+        cells = "".join(f"{'-' if m is None else f'{100 * m:.2f}':>15}" for m in row["mdd"])
+        lines.append(f"{key:<12}{row['n']:>9}{cells}")
+    lines.append("(- : no gap is detectable at that disagreement rate)")
+    return "\n".join(lines)
+
+
 def format_family(family: dict) -> str:
     """The readable table of `compare_arms`: per arm and key, the difference (points), its interval and the
     Holm-adjusted p-value."""
@@ -367,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m repro.evaluate", description="RewardBench scoring",
         usage="%(prog)s (--from-subsets FILE.json | --run-dir RUN_DIR | --model MODEL --out DIR "
-              "| --compare RUN_A RUN_B) [options]")
+              "| --compare A B [...] | --detectable [D ...]) [options]")
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--from-subsets", metavar="FILE.json", help="per-subset accuracies (run_rm.py format)")
     what.add_argument("--run-dir", help="a run dir of this package: score its model; completes an unevaluated "
@@ -378,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
                       help="RUN_A RUN_B: paired comparison A - B (bootstrap CI, permutation p-value, McNemar per "
                            "subset); BASE OTHER [OTHER ...]: every other arm minus the base, Holm-adjusted across "
                            "the family. Each is a run dir, an eval folder, or a per-example parquet/CSV/JSONL file")
+    what.add_argument("--detectable", nargs="*", type=float, metavar="DISCORDANCE",
+                      help="the smallest section / Score gap a paired test detects at RewardBench's sizes (80%% "
+                           "power, alpha 0.05) for these rates of disagreement between two models (default "
+                           "0.02 0.05 0.1)")
     ap.add_argument("--weights", default=None, choices=sorted(rb.WEIGHTS),
                     help="current or legacy (swapped xstest weights, as in the paper); default: current, "
                          "or the run's own eval.weights with --run-dir")
@@ -400,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.from_subsets:
             print(json.dumps(_from_subsets(args.from_subsets, args.weights or "current"), indent=2))
+        elif args.detectable is not None:
+            from repro.eval.stats import mdd_table
+
+            table = mdd_table(tuple(args.detectable) or (0.02, 0.05, 0.1), weights=args.weights or "current")
+            print(format_detectable(table), file=sys.stderr)
+            print(json.dumps(table, indent=2))
         elif args.compare:
             if len(args.compare) < 2:
                 ap.error("--compare needs two results (A B) or a base and its arms (BASE OTHER ...)")

@@ -280,3 +280,24 @@ def test_compare_a_family_of_arms_against_a_base_with_holm(tmp_path):
     arms["worse"].iloc[:-1].to_parquet(paths[-1])
     line = error_line(run_cli([*EVALUATE, "--compare", *map(str, paths)], tmp_path))
     assert "worse.parquet" in line and "different rows" in line
+
+
+def test_detectable_differences_at_rewardbench_sizes(tmp_path):
+    """`--detectable 0.05`: the Score row solves Connor's (1987) sample-size formula for the gap, at the
+    Score's effective size (1 / sum of squared per-example weights over the real subset counts)."""
+    import numpy as np
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    from repro.eval.rewardbench import SUBSET_COUNTS
+    from repro.eval.stats import example_weights
+
+    proc = run_cli([*EVALUATE, "--detectable", "0.05"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    table = json.loads(proc.stdout)["table"]
+    subsets = np.repeat(list(SUBSET_COUNTS), list(SUBSET_COUNTS.values()))
+    n_eff = 1 / (example_weights(subsets)["Score"] ** 2).sum()
+    za, zb, d = norm.ppf(0.975), norm.ppf(0.8), 0.05
+    gap = brentq(lambda x: (za * np.sqrt(d) + zb * np.sqrt(d - x * x)) ** 2 / x ** 2 - n_eff, 1e-4, d ** 0.5 - 1e-9)
+    assert table["Score"]["n"] == 2985 and table["Score"]["mdd"][0] == pytest.approx(gap, rel=1e-6)
+    assert "Score" in proc.stderr and "5% disagree" in proc.stderr
