@@ -73,7 +73,8 @@ TRAINERS = {"repro": run_repro, "trl.RewardTrainer": run_trl}
 
 
 def one(name: str, steps: int, seed: int) -> dict:
-    pairs, _ = build(DataConfig(duplicates="keep"))  # the 1,180 pairs the recorded results used
+    table, _, _ = build(DataConfig(duplicates="keep"))  # the 1,180 pairs the recorded results used
+    pairs = table.to_pylist()
     tok = build_tiny_tokenizer(training_texts(pairs), vocab_size=1024)
     stats, model = TRAINERS[name](tok, pairs, steps, seed)
     rows = rewardbench.load("fixture:reward-bench")

@@ -33,8 +33,15 @@ from repro.results import RunDirBusy
 
 
 def score_rows(model, tokenizer, rows: list[dict], *, batch_size: int = 16, max_length: int = 4096,
-               desc: str = "rewardbench"):
-    """Per-example DataFrame: id, subset, score_chosen, score_rejected, correct."""
+               desc: str = "rewardbench", sort_by_length: bool = True):
+    """Per-example DataFrame, in the order of `rows`: id, subset, score_chosen, score_rejected, correct.
+
+    Every row is encoded first (chat template, left truncation to `max_length` as the official script);
+    with `sort_by_length` (default) the batches are then formed longest first, so each batch pads to
+    nearly its own length, and the scores are put back in row order. A row's score depends only on its own
+    tokens (right padding is masked, the head reads the last real token): the order and the batch size
+    change it by float rounding at most (tested), never which answer wins beyond that."""
+    import numpy as np
     import pandas as pd
     import torch
     from tqdm.auto import tqdm
@@ -47,22 +54,25 @@ def score_rows(model, tokenizer, rows: list[dict], *, batch_size: int = 16, max_
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = []
+    encoded = []
+    for r in rows:
+        c, j = encode_pair(tokenizer, r["prompt"], r["chosen"], r["rejected"])
+        # left truncation, as the official evaluation (tokenizer truncation_side="left")
+        encoded.append({"chosen_ids": c[-max_length:], "rejected_ids": j[-max_length:]})
+    lengths = np.array([max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in encoded], dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(len(rows))
+    chosen, rejected = np.zeros(len(rows)), np.zeros(len(rows))
     with torch.inference_mode():
         for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
-            chunk = rows[start : start + batch_size]
-            batch = []
-            for r in chunk:
-                c, j = encode_pair(tokenizer, r["prompt"], r["chosen"], r["rejected"])
-                # left truncation, as the official evaluation (tokenizer truncation_side="left")
-                batch.append({"chosen_ids": c[-max_length:], "rejected_ids": j[-max_length:]})
-            tensors = {k: v.to(device) for k, v in collate(batch).items()}
+            idx = order[start : start + batch_size]
+            tensors = {k: v.to(device) for k, v in collate([encoded[i] for i in idx]).items()}
             r_c, r_r = forward_rewards(model, tensors)
-            for r, sc, sr in zip(chunk, r_c.tolist(), r_r.tolist()):
-                out.append({"id": r["id"], "subset": r["subset"], "score_chosen": sc, "score_rejected": sr,
-                            "correct": rb.is_correct(sc, sr)})
+            chosen[idx], rejected[idx] = r_c.float().cpu().numpy(), r_r.float().cpu().numpy()
     model.train(was_training)
-    return pd.DataFrame(out, columns=["id", "subset", "score_chosen", "score_rejected", "correct"])
+    return pd.DataFrame({"id": [r["id"] for r in rows], "subset": [r["subset"] for r in rows],
+                         "score_chosen": chosen, "score_rejected": rejected,
+                         "correct": [rb.is_correct(a, b) for a, b in zip(chosen.tolist(), rejected.tolist())]},
+                        columns=["id", "subset", "score_chosen", "score_rejected", "correct"])
 
 
 def to_best_device(model, cpu: bool = False):

@@ -301,3 +301,28 @@ def test_detectable_differences_at_rewardbench_sizes(tmp_path):
     gap = brentq(lambda x: (za * np.sqrt(d) + zb * np.sqrt(d - x * x)) ** 2 / x ** 2 - n_eff, 1e-4, d ** 0.5 - 1e-9)
     assert table["Score"]["n"] == 2985 and table["Score"]["mdd"][0] == pytest.approx(gap, rel=1e-6)
     assert "Score" in proc.stderr and "5% disagree" in proc.stderr
+
+
+def test_scores_do_not_depend_on_row_order_batch_size_or_length_sorting():
+    """Length-sorted batches, dataset-order batches of other sizes and a reversed row order give every
+    example the same scores (to float rounding) and the same correctness, returned in row order."""
+    import numpy as np
+
+    from repro.config import RunConfig
+    from repro.data.sources import rewardbench
+    from repro.data.sources.skywork80k import load as load_skywork
+    from repro.evaluate import score_rows
+    from repro.fit import build_backbone
+
+    pairs = load_skywork("fixture:skywork80k")[0].slice(0, 200).to_pylist()
+    model, tok = build_backbone(RunConfig(), pairs)  # untrained: scores spread widely, ties are rare
+    rows = rewardbench.load("fixture:reward-bench")
+    ref = score_rows(model, tok, rows, batch_size=16)
+    assert ref["id"].tolist() == [r["id"] for r in rows]
+    for kwargs, order in (({"batch_size": 1, "sort_by_length": False}, rows),
+                          ({"batch_size": 7, "sort_by_length": False}, rows),
+                          ({"batch_size": 5}, rows[::-1])):
+        got = score_rows(model, tok, order, **kwargs).set_index("id").loc[ref["id"]]
+        for col in ("score_chosen", "score_rejected"):
+            assert np.abs(got[col].to_numpy() - ref[col].to_numpy()).max() < 1e-5, kwargs
+        assert (got["correct"].to_numpy() == ref["correct"].to_numpy()).all(), kwargs
