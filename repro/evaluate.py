@@ -93,7 +93,12 @@ def summarize(per_example, *, weights: str = "current", n_boot: int = 2000) -> d
     return {"subsets": {s: {"accuracy": acc[s], "n": int(counts[s])} for s in acc},
             "sections": {k: v for k, v in scores.items() if k != "Score"}, "Score": scores["Score"],
             "ci95": {k: [v["low"], v["high"]] for k, v in ci.items()},
-            "weights": weights}
+            "weights": weights, "by_weights": by_weights(acc)}
+
+
+def by_weights(acc) -> dict:
+    """Sections and Score under every weighting (current, and legacy: the paper's Safety), full precision."""
+    return {w: rb.score(acc, weights=w) for w in sorted(rb.WEIGHTS)}
 
 
 def rescore_dir(run_dir: str | Path, weights: str) -> Path:
@@ -319,8 +324,10 @@ def format_family(family: dict) -> str:
 
 
 def _from_subsets(path: str, weights: str) -> dict:
+    """Sections and Score under `weights` (full precision: round only for display), and under every
+    weighting in `by_weights`."""
     acc = rb.read_run_rm_json(path)
-    return {k: round(v, 6) for k, v in rb.score(acc, weights=weights, where=path).items()}
+    return {**rb.score(acc, weights=weights, where=path), "weights": weights, "by_weights": by_weights(acc)}
 
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -382,6 +389,11 @@ def score_model(args) -> None:
                              batch_size=args.batch_size or 8)
     summary = summarize(per_example, weights=args.weights or "current")
     write_eval(out, per_example, summary, model_name=args.model)
+    from repro.results import atomic_write_json
+
+    atomic_write_json(out / "summary.json", {**{k: summary[k] for k in ("sections", "Score", "ci95", "weights",
+                                                                         "by_weights")},
+                                             "model": args.model, "examples": len(per_example)})
     print(format_table(summary, title=f"RewardBench: {args.model}"))
 
 

@@ -118,7 +118,8 @@ def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
         folder = rescore_dir(run_dir, weights)
         write_eval(folder, per_example, rescored, model_name=str(run_dir))
         atomic_write_json(folder / "summary.json", {
-            **{k: rescored[k] for k in ("sections", "Score", "ci95", "weights")}, "examples": len(per_example)})
+            **{k: rescored[k] for k in ("sections", "Score", "ci95", "weights", "by_weights")},
+            "examples": len(per_example)})
     if finished:
         return json.loads((run_dir / FINAL).read_text())
     summary = summarize(per_example, weights=own)
@@ -131,6 +132,7 @@ def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
         "Score": summary["Score"],
         "ci95": summary["ci95"],
         "weights": own,
+        "by_weights": summary["by_weights"],  # sections and Score under both weightings
         "eval": {"path": cfg.eval.path, "split": cfg.eval.split, "examples": len(per_example)},
         "train": {k: train_summary.get(k)
                   for k in ("steps", "epochs", "seconds", "pairs_per_second", "pairs_trained", "distinct_pairs_trained",

@@ -153,7 +153,8 @@ def test_rescoring_writes_alongside_and_keeps_the_runs_own_result(default_run, t
     assert rescored.equals(own_scores)
     assert "identical to the run's own, bit for bit" in proc.stdout
     summary = json.loads((legacy / "summary.json").read_text())
-    assert set(summary) == {"sections", "Score", "ci95", "weights", "examples"}
+    assert set(summary) == {"sections", "Score", "ci95", "weights", "by_weights", "examples"}
+    assert summary["by_weights"]["current"] == pytest.approx(expected_sections(rescored, "current"))
     assert summary["weights"] == "legacy" and summary["examples"] == len(own_scores)
     expected = expected_sections(rescored, "legacy")
     assert summary["sections"] == pytest.approx({k: v for k, v in expected.items() if k != "Score"})

@@ -8,7 +8,7 @@ import pytest
 
 from repro import config as config_mod
 from repro.data.sources import rewardbench
-from repro.eval.rewardbench import SECTIONS, SUBSETS, read_run_rm_json
+from repro.eval.rewardbench import SECTIONS, SUBSETS, read_run_rm_json, score
 from repro.evaluate import score_rows
 from repro.fit import build_backbone, curated_pairs
 from repro.results import collect
@@ -36,6 +36,12 @@ def test_default_run_writes_the_results_contract(default_run):
     assert list(per_example.columns) == ["id", "subset", "score_chosen", "score_rejected", "correct"]
     assert set(per_example["subset"]) == set(SUBSETS) and len(per_example) == final["eval"]["examples"]
     assert (per_example["correct"] == (per_example["score_chosen"] > per_example["score_rejected"])).all()
+    # both weightings at full precision, recomputed here from the per-example results
+    acc = {s: g["correct"].mean() for s, g in per_example.groupby("subset")}
+    for w in ("current", "legacy"):
+        want = score(acc, weights=w)
+        assert final["by_weights"][w] == pytest.approx(want, abs=1e-12), w
+    assert final["by_weights"]["current"]["Score"] == final["Score"]
     assert len(read_run_rm_json(run_dir / "eval" / "run_rm.json")) == 23
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(set(m) == {"step", "split", "metric", "value"} for m in metrics)
@@ -184,6 +190,8 @@ def test_evaluate_any_reward_model_folder_matches_the_run(default_run, tmp_path)
     a = pd.read_parquet(run_dir / "eval" / "per_example.parquet")
     b = pd.read_parquet(tmp_path / "out" / "per_example.parquet")
     assert (a["id"] == b["id"]).all()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert set(summary["by_weights"]) == {"current", "legacy"} and summary["examples"] == len(b)
     assert (a["score_chosen"] - b["score_chosen"]).abs().max() < 1e-4
     assert "Score" in proc.stdout
 

@@ -111,8 +111,9 @@ def test_run_rm_file_and_cli(tmp_path, capsys):
     expected = rb.score(acc, weights="legacy")
     assert evaluate_main(["--from-subsets", str(path), "--weights", "legacy"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"Chat", "Chat Hard", "Safety", "Reasoning", "Score"}
-    assert out["Score"] == pytest.approx(expected["Score"], abs=1e-6)
+    assert set(out) == {"Chat", "Chat Hard", "Safety", "Reasoning", "Score", "weights", "by_weights"}
+    assert out["Score"] == expected["Score"]  # full precision: JSON round-trips the float exactly
+    assert out["by_weights"] == {"current": rb.score(acc), "legacy": expected}
     assert out["Safety"] != pytest.approx(rb.score(acc)["Safety"], abs=1e-6)  # legacy differs from current
     # written back in the official format, it reads the same
     (tmp_path / "r.json").write_text(json.dumps(rb.to_run_rm_json(acc, model="m")))
