@@ -333,7 +333,7 @@ def _from_subsets(path: str, weights: str) -> dict:
 DTYPES = ("float32", "bfloat16", "float16")
 # Options only --model reads. Given with another mode they would be ignored silently (a run dir is scored
 # with its own config.yaml), so they are refused instead.
-MODEL_OPTIONS = ("out", "data", "batch_size", "dtype", "attn", "trust_remote_code")
+MODEL_OPTIONS = ("data", "batch_size", "dtype", "attn", "trust_remote_code")
 
 
 def positive_int(text: str) -> int:
@@ -375,6 +375,32 @@ def score_run_dir(run_dir: Path, weights: str | None) -> None:
                   if own_scores.is_file() else "per-example scores: the run has no eval/per_example.parquet to compare")
 
 
+def leaderboard(args) -> None:
+    """--leaderboard: the regenerated table, top rows and the largest rounding difference; CSV into --out."""
+    import csv
+    import io
+
+    from repro.eval.leaderboard import LEADERBOARD, regenerate
+    from repro.results import atomic_write_text, writable_dir
+
+    rows = regenerate(args.leaderboard or LEADERBOARD)
+    worst = max(abs(r["difference"]) for r in rows if r["difference"] is not None)
+    print(f"{len(rows)} leaderboard rows; every published Score equals the rule's to {worst:.1e} "
+          "(published values are rounded to 4 decimals)")
+    print(f"{'rank':>4}  {'model':<48}{'Score':>8}" + "".join(f"{k:>11}" for k in rb.SECTIONS))
+    for r in rows[:15]:
+        print(f"{r['rank']:>4}  {r['model'][:47]:<48}{100 * r['score_recomputed']:>8.2f}"
+              + "".join(f"{100 * r[k]:>11.2f}" for k in rb.SECTIONS))
+    if args.out:
+        out = writable_dir(args.out, "--out")
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(out / "leaderboard_v1.csv", buf.getvalue())
+        print(f"wrote {out / 'leaderboard_v1.csv'}")
+
+
 def score_model(args) -> None:
     """--model: any sequence-classification reward model, results into --out."""
     from repro.data.sources import rewardbench as rb_source
@@ -412,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="RUN_A RUN_B: paired comparison A - B (bootstrap CI, permutation p-value, McNemar per "
                            "subset); BASE OTHER [OTHER ...]: every other arm minus the base, Holm-adjusted across "
                            "the family. Each is a run dir, an eval folder, or a per-example parquet/CSV/JSONL file")
+    what.add_argument("--leaderboard", nargs="?", const="", metavar="FOLDER",
+                      help="regenerate the final RewardBench v1 leaderboard from its published sections (default: "
+                           "reference/rewardbench_v1_leaderboard): every Score recomputed by the rule (CSV with --out)")
     what.add_argument("--detectable", nargs="*", type=float, metavar="DISCORDANCE",
                       help="the smallest section / Score gap a paired test detects at RewardBench's sizes (80%% "
                            "power, alpha 0.05) for these rates of disagreement between two models (default "
@@ -429,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
                                    "flash_attention_2")
     ap.add_argument("--trust-remote-code", action="store_true", help="with --model: off unless asked for")
     args = ap.parse_args(argv)
+    if args.out and not (args.model or args.leaderboard is not None):
+        ap.error("--out: only with --model or --leaderboard")
     if args.model and not args.out:
         ap.error("--model needs --out (the folder for per_example.parquet, subsets.json, run_rm.json)")
     given = [f"--{k.replace('_', '-')}" for k in MODEL_OPTIONS if getattr(args, k) not in (None, False)]
@@ -438,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.from_subsets:
             print(json.dumps(_from_subsets(args.from_subsets, args.weights or "current"), indent=2))
+        elif args.leaderboard is not None:
+            leaderboard(args)
         elif args.detectable is not None:
             from repro.eval.stats import mdd_table
 

@@ -133,3 +133,28 @@ def test_cli_bad_inputs_give_one_clear_line(tmp_path):
         assert proc.returncode == 2, name
         assert proc.stderr.strip().count("\n") == 0, proc.stderr  # one line, no traceback
         assert needle in proc.stderr and name in proc.stderr, proc.stderr
+
+
+def test_leaderboard_is_regenerated_from_its_published_sections(tmp_path):
+    import csv
+
+    from repro.eval.leaderboard import LeaderboardError, regenerate
+    from repro.evaluate import main as evaluate_main
+
+    rows = regenerate()
+    assert len(rows) > 150 and all(abs(r["difference"]) <= 1.5e-4 for r in rows)  # 4-decimal rounding only
+    sky = {r["model"]: r for r in rows if r["model"].startswith("Skywork/Skywork-Reward-")}
+    # by hand from the published sections: (0.9581 + 0.9145 + 0.9189 + 0.9606) / 4
+    assert sky["Skywork/Skywork-Reward-Gemma-2-27B"]["score_recomputed"] == pytest.approx(0.938025, abs=1e-12)
+    assert sky["Skywork/Skywork-Reward-Llama-3.1-8B"]["score_recomputed"] == pytest.approx(
+        (0.9581 + 0.8728 + 0.9081 + 0.962) / 4, abs=1e-12)
+    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    assert all(a["score_recomputed"] >= b["score_recomputed"] for a, b in zip(rows, rows[1:]))
+    assert evaluate_main(["--leaderboard", "--out", str(tmp_path)]) == 0
+    table = list(csv.DictReader((tmp_path / "leaderboard_v1.csv").open()))
+    assert len(table) == len(rows) and table[0]["model"] == rows[0]["model"]
+    bad = tmp_path / "lb" / "org" / "m"
+    bad.mkdir(parents=True)
+    (bad / "x.json").write_text("{not json")
+    with pytest.raises(LeaderboardError, match=r"x\.json: not a readable leaderboard row"):
+        regenerate(tmp_path / "lb")
