@@ -325,7 +325,7 @@ def run(args) -> tuple[dict, list[str]]:
     if args.out is not None:
         atomic_write_json(args.out / "decontamination.json", ids)
         outputs.append("decontamination.json")
-        flagged = np.flatnonzero(scan.mask)
+        flagged = flagged_rows
         starts = np.searchsorted(train_rows, flagged)
         offsets = np.r_[starts, len(train_rows)].astype(np.int64)
         cols = {"row": pa.array(flagged, pa.int64())}

@@ -24,7 +24,7 @@ def normalise(text: str | None) -> str:
     return _SPACE.sub(" ", text or "").strip()
 
 
-def pair_keys(table: pa.Table) -> list[bytes]:
+def normalised_keys(table: pa.Table) -> list[bytes]:
     """The normalised key of every pair of a PAIR_SCHEMA table, in row order."""
     out = []
     for batch in table.select(["prompt", "chosen", "rejected"]).to_batches(max_chunksize=8192):
@@ -47,7 +47,7 @@ def _match(keys: list[bytes], other: list[bytes]) -> list[bool]:
 def compare(ours: pa.Table, theirs: pa.Table) -> dict:
     """{"ours": {source: {"pairs", "in_both", "only_ours"}}, "theirs": {source: {"pairs", "in_both",
     "only_theirs"}}, "total": {"ours", "theirs", "in_both", "only_ours", "only_theirs"}}."""
-    ours_keys, their_keys = pair_keys(ours), pair_keys(theirs)
+    ours_keys, their_keys = normalised_keys(ours), normalised_keys(theirs)
     matched_ours, matched_theirs = _match(ours_keys, their_keys), _match(their_keys, ours_keys)
 
     def by_source(table, matched, only):

@@ -41,15 +41,16 @@ def load_split(path: str, split: str, *, name: str | None = None, data_dir: str 
         raise DataError(f"{where}: dataset folder not found")
     label = where if name is None else f"{where} (config {name})"
     columns = list(columns)
+    files = split_files(path, split, name=name, data_dir=data_dir) if columns else []  # resolved once
     if columns and looks_local(where):
-        check_file_columns(path, split, columns, name=name, data_dir=data_dir, label=label)
+        check_file_columns(files, columns, label=f"split {split!r} of {label}")
     # `datasets` keys its cache of a local folder whose README.md declares `configs:` by the folder name and
     # the file patterns only, not the files' contents: an edited copy would be served stale. Such folders
     # are converted afresh on every load, without checking split sizes against that stale cache's record
     # (the Hub's own cache is keyed by commit and is not affected).
     fresh = looks_local(where) and (Path(where).expanduser() / "README.md").is_file()
     kwargs = {"download_mode": "force_redownload", "verification_mode": "no_checks"} if fresh else {}
-    if project and columns and _parquet_only(path, split, name=name, data_dir=data_dir):
+    if project and files and all(f.endswith(".parquet") for f in files):
         # Parquet: only the loader's columns are read and cached (Magpie Ultra's 1,024-d embeddings and
         # the DPO sets' generation configs never leave their files): a cold load converts far less.
         kwargs["columns"] = columns
@@ -63,15 +64,9 @@ def load_split(path: str, split: str, *, name: str | None = None, data_dir: str 
         raise DataError(f"{label}: cannot load dataset ({type(e).__name__}: {e})") from None
     missing = [c for c in columns if c not in ds.column_names]
     if missing:
-        files = split_files(path, split, name=name, data_dir=data_dir)
         raise DataError(f"{label} split {split!r}: missing column(s) {missing}; found {ds.column_names}"
                         + (f" (files: {', '.join(files)})" if files else ""))
     return ds
-
-
-def _parquet_only(path: str, split: str, *, name: str | None, data_dir: str | None) -> bool:
-    files = split_files(path, split, name=name, data_dir=data_dir)
-    return bool(files) and all(f.endswith(".parquet") for f in files)
 
 
 # How many leading rows of a JSON-lines file are read for its column names (keys may be absent in a row).
@@ -114,17 +109,17 @@ def file_columns(file: str) -> list[str] | None:
         return None
 
 
-def check_file_columns(path: str, split: str, columns: Iterable[str], *, name: str | None = None,
-                       data_dir: str | None = None, label: str | None = None) -> None:
-    """DataError naming the first local file of the split that lacks a required column (Hub files: skipped)."""
-    for f in split_files(path, split, name=name, data_dir=data_dir):
+def check_file_columns(files: Iterable[str], columns: Iterable[str], *, label: str) -> None:
+    """DataError naming the first local file (of `files`, the split's) that lacks a required column (Hub
+    files: skipped)."""
+    for f in files:
         have = file_columns(f)
         if have is None:
             continue
         missing = [c for c in columns if c not in have]
         if missing:
-            raise DataError(f"{f}: missing column(s) {missing}; it has {have} "
-                            f"(split {split!r} of {label or resolve(path)}: every file needs every column)")
+            raise DataError(f"{f}: missing column(s) {missing}; it has {have} ({label}: every file needs every "
+                            "column)")
 
 
 def split_files(path: str, split: str, *, name: str | None = None, data_dir: str | None = None) -> list[str]:
