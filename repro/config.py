@@ -158,6 +158,8 @@ class EvalConfig:
     weights: str = "current"          # current | legacy (xstest weights swapped, as in the paper)
     batch_size: int = 16              # pairs per forward
     max_length: int = 4096            # left-truncated beyond this, as the official script does
+    allow_partial: bool = False       # score a set with fewer rows than the official split (the fixture);
+                                      # every output then says it is partial and which sections are incomplete
 
 
 @dataclass

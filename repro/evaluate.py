@@ -15,7 +15,9 @@
         every other arm minus the base, Holm-Bonferroni adjusted across the family (JSON out, table on
         stderr). Each side of a comparison is a run dir, an eval folder, or a per-example parquet / CSV /
         JSONL file from any tool (`subset` and `correct` or `score_chosen`/`score_rejected`; rows matched by
-        `id`, else by the prompt/chosen/rejected text, never by position)
+        `id`, else by the prompt/chosen/rejected text, never by position), or a seed group: the folder of
+        `seed=<n>/` run dirs that differ only in seed (compared per example on the mean correctness over
+        seeds, and on seed means: t intervals, Welch tests Holm-adjusted; always in the family form)
 
 Scoring follows the official script: each conversation is [user: prompt, assistant: response] rendered
 with the model's chat template (no doubled BOS), truncated from the left, scored by the raw logit;
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -90,10 +93,11 @@ def summarize(per_example, *, weights: str = "current", n_boot: int = 2000) -> d
     counts = per_example.groupby("subset").size().to_dict()
     scores = rb.score(acc, weights=weights)
     ci = bootstrap_ci(per_example["subset"], per_example["correct"], weights=weights, n_boot=n_boot)
-    return {"subsets": {s: {"accuracy": acc[s], "n": int(counts[s])} for s in acc},
+    return {"subsets": {s: {"accuracy": acc[s], "n": int(counts[s]), "expected_n": rb.SUBSET_COUNTS[s]}
+                        for s in acc},
             "sections": {k: v for k, v in scores.items() if k != "Score"}, "Score": scores["Score"],
             "ci95": {k: [v["low"], v["high"]] for k, v in ci.items()},
-            "weights": weights, "by_weights": by_weights(acc)}
+            "weights": weights, "by_weights": by_weights(acc), "coverage": rb.coverage(counts)}
 
 
 def by_weights(acc) -> dict:
@@ -113,7 +117,10 @@ def write_eval(out_dir: str | Path, per_example, summary: dict, *, model_name: s
     atomic_write_parquet(out_dir / "per_example.parquet", per_example)
     atomic_write_json(out_dir / "subsets.json", summary["subsets"])
     acc = {s: v["accuracy"] for s, v in summary["subsets"].items()}
-    atomic_write_json(out_dir / "run_rm.json", rb.to_run_rm_json(acc, model=model_name))
+    official = rb.to_run_rm_json(acc, model=model_name)
+    if not summary["coverage"]["complete"]:  # a reader of the official format must not take it for a full run
+        official = dict(sorted({**official, "partial": rb.describe_coverage(summary["coverage"])}.items()))
+    atomic_write_json(out_dir / "run_rm.json", official)
 
 
 def format_table(summary: dict, title: str = "") -> str:
@@ -125,6 +132,9 @@ def format_table(summary: dict, title: str = "") -> str:
         lines.append(f"{k:<12}{100 * v:>10.2f}{interval}")
     lines.append(f"(percentages; RewardBench weights: {summary['weights']}"
                  + ("; 95% stratified bootstrap over examples)" if ci else ")"))
+    cov = summary.get("coverage") or (summary.get("eval") or {}).get("coverage")  # final.json: under eval
+    if cov and not cov["complete"]:
+        lines.append(rb.describe_coverage(cov))
     return "\n".join(lines)
 
 
@@ -233,6 +243,53 @@ def matched(frames: dict[str, "object"]):
     return merged
 
 
+def seed_runs(path: str | Path) -> list[Path] | None:
+    """The run dirs of a seed group, or None: a folder with no results of its own that holds `seed=<n>/` run
+    dirs (the run-dir layout `runs/<experiment>/<overrides>/seed=<n>`), sorted by seed. Every one must be
+    evaluated, and their configs may differ only in `seed` (a ValueError naming the folder otherwise)."""
+    from repro import config as config_mod
+    from repro.pipeline import config_changes
+
+    path = Path(path)
+    if not path.is_dir() or (path / "eval").is_dir() or (path / "per_example.parquet").is_file():
+        return None
+    runs = [d for d in path.glob("seed=*") if d.is_dir() and d.name[5:].lstrip("-").isdigit()]
+    if not runs:
+        return None
+    runs.sort(key=lambda d: int(d.name[5:]))
+    missing = [d.name for d in runs if not (d / "eval" / "per_example.parquet").is_file()]
+    if missing:
+        raise ValueError(f"{path}: seed run(s) {', '.join(missing)} have no eval/per_example.parquet (unfinished?); "
+                         "finish them or compare the evaluated seeds' run dirs one by one")
+    first = config_mod.load(runs[0] / "config.yaml")
+    for d in runs[1:]:
+        changed = [c for c in config_changes(first, config_mod.load(d / "config.yaml")) if not c.startswith("seed:")]
+        if changed:
+            raise ValueError(f"{path}: {runs[0].name} and {d.name} differ in more than the seed ({'; '.join(changed[:3])})"
+                             ": a seed group must be one configuration")
+    return runs
+
+
+def read_arm(path: str | Path, weights: str):
+    """(per-example frame, seeds) for one side of a comparison. A seed group gives the mean correctness of
+    each example over its seeds (multiples of 1/k) and seeds = {"runs", "per_seed": {key: [value per seed]}};
+    a single result gives its 0/1 correctness and seeds = None."""
+    runs = seed_runs(path)
+    if runs is None:
+        return read_per_example(path), None
+    names = [d.name for d in runs]
+    frames = {n: read_per_example(d) for n, d in zip(names, runs)}
+    merged = matched(frames)
+    per_seed: dict[str, list[float]] = {}
+    for n in names:
+        scores = rb.score(rb.subset_accuracies(merged["subset"], merged[n]), weights=weights, where=str(path))
+        for k, v in scores.items():
+            per_seed.setdefault(k, []).append(v)
+    frame = merged[["key", "subset"]].assign(correct=merged[names].astype(float).mean(axis=1))
+    frame.attrs["file"] = str(path)
+    return frame, {"runs": [str(d) for d in runs], "per_seed": per_seed}
+
+
 def weighting_of(path: str | Path) -> str:
     """The weighting an evaluated folder was scored under: a run's final.json, a re-scoring's
     summary.json, else current (an --out folder of --model)."""
@@ -270,7 +327,7 @@ def _one_weighting(paths, weights: str | None) -> str:
     """`weights` if given, else the one weighting every evaluated folder was scored under (files: current)."""
     if weights is not None:
         return weights
-    used = {weighting_of(p) for p in paths}
+    used = {weighting_of(r) for p in paths for r in (seed_runs(p) or [p])}
     if len(used) > 1:
         raise ValueError(f"{', '.join(map(str, paths))} were scored with different weightings {sorted(used)}; "
                          "pass --weights to compare them under one")
@@ -289,10 +346,39 @@ def compare_arms(base: str | Path, others: list[str | Path], *, weights: str | N
     if len(set(names)) != len(names):
         raise ValueError("--compare: an arm is listed twice")
     weights = _one_weighting(paths, weights)
-    merged = matched({n: read_per_example(p) for n, p in zip(names, paths)})
+    read = {n: read_arm(p, weights) for n, p in zip(names, paths)}
+    merged = matched({n: frame for n, (frame, _) in read.items()})
+    seeds = {n: info for n, (_, info) in read.items() if info is not None}
+    resolution = math.lcm(*(len(info["runs"]) for info in seeds.values())) if seeds else 1
     family = compare_family(merged["subset"].to_numpy(), merged[names[0]].to_numpy(),
-                            {n: merged[n].to_numpy() for n in names[1:]}, weights=weights, n_boot=n_boot)
-    return {"base": names[0], "weights": weights, "examples": len(merged), **family}
+                            {n: merged[n].to_numpy() for n in names[1:]}, weights=weights, n_boot=n_boot,
+                            resolution=resolution)
+    out = {"base": names[0], "weights": weights, "examples": len(merged), **family}
+    if seeds:
+        out["seeds"] = seed_comparison(names, seeds)
+    return out
+
+
+def seed_comparison(names: list[str], seeds: dict) -> dict:
+    """Seed-level statistics of the seed groups of a family: per group and key the mean over seeds with a
+    t interval; per arm with >= 2 seeds against a base with >= 2, Welch's test on the seed means,
+    Holm-adjusted across those arms per key. (The per-example comparison of seed groups is on the mean
+    correctness over seeds: examples resampled, seeds held fixed; this one treats seeds as the sample.)"""
+    from repro.eval.stats import compare_seed_means, holm, seed_summary
+
+    out = {"groups": {n: {"runs": info["runs"], "summary": {k: seed_summary(v) for k, v in info["per_seed"].items()}}
+                      for n, info in seeds.items()}, "welch": {}}
+    base = seeds.get(names[0])
+    arms = [n for n in names[1:] if base and len(base["runs"]) >= 2 and n in seeds and len(seeds[n]["runs"]) >= 2]
+    for n in arms:
+        out["welch"][n] = {k: compare_seed_means(seeds[n]["per_seed"][k], base["per_seed"][k])
+                           for k in base["per_seed"]}
+    for k in (base["per_seed"] if arms else ()):
+        adjusted = holm({n: out["welch"][n][k]["p_value"] if out["welch"][n][k]["p_value"] is not None else 1.0
+                         for n in arms})
+        for n in arms:
+            out["welch"][n][k]["p_holm"] = adjusted[n]
+    return out
 
 
 def format_detectable(table: dict) -> str:
@@ -320,6 +406,23 @@ def format_family(family: dict) -> str:
             cells.append(f"{100 * r['difference']:+.2f} [{100 * r['low']:+.2f}, {100 * r['high']:+.2f}] "
                          f"p={r['p_holm']:.3f}")
         lines.append(f"{arm[-40:]:<40}" + "".join(f"{c:>30}" for c in cells))
+    seeds = family.get("seeds")
+    if seeds:
+        lines.append("seed groups: per example on the mean correctness over seeds (above); over seeds: mean "
+                     "[95% t interval], n seeds")
+        for name, g in seeds["groups"].items():
+            cells = []
+            for k in keys:
+                t = g["summary"][k]
+                ci = f" [{100 * t['low']:.2f}, {100 * t['high']:.2f}]" if t["low"] is not None else ""
+                cells.append(f"{100 * t['mean']:.2f}{ci} n={t['n']}")
+            lines.append(f"{name[-40:]:<40}" + "".join(f"{c:>30}" for c in cells))
+        for arm, res in seeds["welch"].items():
+            cells = []
+            for k in keys:
+                w = res[k]
+                cells.append(f"{100 * w['difference']:+.2f} Welch p={w['p_holm']:.3f}")
+            lines.append(f"{('minus base: ' + arm)[-40:]:<40}" + "".join(f"{c:>30}" for c in cells))
     return "\n".join(lines)
 
 
@@ -327,13 +430,15 @@ def _from_subsets(path: str, weights: str) -> dict:
     """Sections and Score under `weights` (full precision: round only for display), and under every
     weighting in `by_weights`."""
     acc = rb.read_run_rm_json(path)
-    return {**rb.score(acc, weights=weights, where=path), "weights": weights, "by_weights": by_weights(acc)}
+    out = {**rb.score(acc, weights=weights, where=path), "weights": weights, "by_weights": by_weights(acc)}
+    partial = json.loads(Path(path).read_text()).get("partial")  # written by this package for a partial set
+    return {**out, "partial": partial} if partial else out
 
 
 DTYPES = ("float32", "bfloat16", "float16")
 # Options only --model reads. Given with another mode they would be ignored silently (a run dir is scored
 # with its own config.yaml), so they are refused instead.
-MODEL_OPTIONS = ("data", "batch_size", "dtype", "attn", "trust_remote_code")
+MODEL_OPTIONS = ("data", "batch_size", "dtype", "attn", "trust_remote_code", "allow_partial")
 
 
 def positive_int(text: str) -> int:
@@ -407,18 +512,19 @@ def score_model(args) -> None:
     from repro.model import load_pretrained
     from repro.results import writable_dir
 
-    out = writable_dir(args.out, "--out")  # before the model: a typo must not cost a 27B load
+    # The output folder and the data first: a typo or a partial set must not cost a 27B load.
+    out = writable_dir(args.out, "--out")
+    rows = rb_source.load(args.data or rb_source.HUB_ID, allow_partial=args.allow_partial)
     model, tok = load_pretrained(args.model, dtype=args.dtype or "float32", attn_implementation=args.attn,
                                  trust_remote_code=args.trust_remote_code)
     model = to_best_device(model)
-    per_example = score_rows(model, tok, rb_source.load(args.data or rb_source.HUB_ID),
-                             batch_size=args.batch_size or 8)
+    per_example = score_rows(model, tok, rows, batch_size=args.batch_size or 8)
     summary = summarize(per_example, weights=args.weights or "current")
     write_eval(out, per_example, summary, model_name=args.model)
     from repro.results import atomic_write_json
 
     atomic_write_json(out / "summary.json", {**{k: summary[k] for k in ("sections", "Score", "ci95", "weights",
-                                                                         "by_weights")},
+                                                                         "by_weights", "coverage")},
                                              "model": args.model, "examples": len(per_example)})
     print(format_table(summary, title=f"RewardBench: {args.model}"))
 
@@ -457,6 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attn", help="with --model: attention implementation; Gemma-2 needs eager or "
                                    "flash_attention_2")
     ap.add_argument("--trust-remote-code", action="store_true", help="with --model: off unless asked for")
+    ap.add_argument("--allow-partial", action="store_true",
+                    help="with --model: score a set with fewer rows than the official 2,985 (every output then "
+                         "says it is partial and which sections are incomplete); refused otherwise")
     args = ap.parse_args(argv)
     if args.out and not (args.model or args.leaderboard is not None):
         ap.error("--out: only with --model or --leaderboard")
@@ -480,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.compare:
             if len(args.compare) < 2:
                 ap.error("--compare needs two results (A B) or a base and its arms (BASE OTHER ...)")
-            if len(args.compare) == 2:
+            if len(args.compare) == 2 and not any(seed_runs(p) for p in args.compare):
                 print(json.dumps(compare_runs(*args.compare, weights=args.weights), indent=2))
             else:
                 family = compare_arms(args.compare[0], args.compare[1:], weights=args.weights)

@@ -108,7 +108,7 @@ def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
         raise ModelError(f"{run_dir} has no model/: training did not finish (rerun its python -m repro.train "
                          "command to finish it)")
     writable_dir(run_dir / "eval", "eval folder")
-    rows = rb_source.load(cfg.eval.path, cfg.eval.split)
+    rows = rb_source.load(cfg.eval.path, cfg.eval.split, allow_partial=cfg.eval.allow_partial)
     model, tokenizer = load_pretrained(str(run_dir / "model"), dtype=cfg.model.dtype,
                                        attn_implementation=cfg.model.attn_implementation)
     model = to_best_device(model, cpu=cfg.launcher.cpu)
@@ -118,7 +118,7 @@ def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
         folder = rescore_dir(run_dir, weights)
         write_eval(folder, per_example, rescored, model_name=str(run_dir))
         atomic_write_json(folder / "summary.json", {
-            **{k: rescored[k] for k in ("sections", "Score", "ci95", "weights", "by_weights")},
+            **{k: rescored[k] for k in ("sections", "Score", "ci95", "weights", "by_weights", "coverage")},
             "examples": len(per_example)})
     if finished:
         return json.loads((run_dir / FINAL).read_text())
@@ -133,7 +133,8 @@ def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
         "ci95": summary["ci95"],
         "weights": own,
         "by_weights": summary["by_weights"],  # sections and Score under both weightings
-        "eval": {"path": cfg.eval.path, "split": cfg.eval.split, "examples": len(per_example)},
+        "eval": {"path": cfg.eval.path, "split": cfg.eval.split, "examples": len(per_example),
+                 "coverage": summary["coverage"]},  # complete, or partial and where (eval.allow_partial)
         "train": {k: train_summary.get(k)
                   for k in ("steps", "epochs", "seconds", "pairs_per_second", "pairs_trained", "distinct_pairs_trained",
                             "tokenize_dropped", "world_size", "threads_per_process")},
@@ -214,7 +215,7 @@ def _run_locked(cfg, run_dir: Path) -> dict:
 
     # The evaluation set is read and validated before anything is trained: an unreachable or broken one
     # costs seconds, not a training run.
-    rb_source.load(cfg.eval.path, cfg.eval.split)
+    rb_source.load(cfg.eval.path, cfg.eval.split, allow_partial=cfg.eval.allow_partial)
     trained = (run_dir / "train.json").is_file() and (run_dir / "model").is_dir()
     if run_dir.exists() and cfg.force:
         print(f"force=true: discarding the previous run in {run_dir}", flush=True)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from repro import config as config_mod
-from repro.eval.rewardbench import SUBSETS, score, subset_accuracies
+from repro.eval.rewardbench import SUBSET_COUNTS, SUBSETS, score, subset_accuracies
 
 from conftest import run_cli
 
@@ -153,7 +153,14 @@ def test_rescoring_writes_alongside_and_keeps_the_runs_own_result(default_run, t
     assert rescored.equals(own_scores)
     assert "identical to the run's own, bit for bit" in proc.stdout
     summary = json.loads((legacy / "summary.json").read_text())
-    assert set(summary) == {"sections", "Score", "ci95", "weights", "by_weights", "examples"}
+    assert set(summary) == {"sections", "Score", "ci95", "weights", "by_weights", "examples", "coverage"}
+    # the fixture is partial by design: every subset is below its official count, all four sections incomplete
+    counts = own_scores["subset"].value_counts()
+    assert summary["coverage"]["complete"] is False and summary["coverage"]["examples"] == len(own_scores)
+    assert summary["coverage"]["incomplete_subsets"] == {
+        s: {"n": int(counts[s]), "expected": n} for s, n in SUBSET_COUNTS.items() if counts[s] < n}
+    assert summary["coverage"]["incomplete_sections"] == ["Chat", "Chat Hard", "Safety", "Reasoning"]
+    assert "PARTIAL set: 192 of 2,985 examples" in proc.stdout
     assert summary["by_weights"]["current"] == pytest.approx(expected_sections(rescored, "current"))
     assert summary["weights"] == "legacy" and summary["examples"] == len(own_scores)
     expected = expected_sections(rescored, "legacy")
@@ -283,6 +290,59 @@ def test_compare_a_family_of_arms_against_a_base_with_holm(tmp_path):
     assert "worse.parquet" in line and "different rows" in line
 
 
+def _seed_group(root, accuracy: float, first_seed: int, n: int = 3, **changes):
+    """A folder of evaluated `seed=<n>/` run dirs, as `python -m repro.train seed=0,1,2` leaves them."""
+    for k in range(n):
+        run = root / f"seed={k}"
+        (run / "eval").mkdir(parents=True)
+        cfg = config_mod.RunConfig(seed=k)
+        for key, value in (changes if k == n - 1 else {}).items():
+            setattr(cfg.loss, key, value)
+        config_mod.save(cfg, run / "config.yaml")
+        (run / "final.json").write_text(json.dumps({"weights": "current"}))
+        _results(first_seed + k, accuracy).to_parquet(run / "eval" / "per_example.parquet")
+    return root
+
+
+def test_compare_seed_groups_per_example_and_on_seed_means(tmp_path):
+    """A folder of seed=<n> run dirs is one arm: per example on its mean correctness over seeds, and over
+    seeds with t intervals and Welch's test (scipy), Holm-adjusted."""
+    import numpy as np
+    from scipy.stats import t as student_t, ttest_ind
+
+    base = _seed_group(tmp_path / "bt", 0.7, first_seed=10)
+    arm = _seed_group(tmp_path / "hinge", 0.85, first_seed=20)
+    proc = run_cli([*EVALUATE, "--compare", str(base), str(arm)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    fam = json.loads(proc.stdout)
+
+    def seed_scores(first, acc):
+        out = []
+        for k in range(3):
+            df = _results(first + k, acc)
+            out.append(score(subset_accuracies(df["subset"], df["correct"]))["Score"])
+        return np.array(out)
+
+    b, a = seed_scores(10, 0.7), seed_scores(20, 0.85)
+    # linearity: the seed-averaged model's Score difference is the mean of the per-seed Score differences
+    got = fam["arms"][str(arm)]["paired"]["Score"]
+    assert got["difference"] == pytest.approx(a.mean() - b.mean(), abs=1e-12)
+    assert got["low"] < got["difference"] < got["high"] and fam["arms"][str(arm)]["mcnemar"] is None
+    group = fam["seeds"]["groups"][str(arm)]["summary"]["Score"]
+    half = student_t.ppf(0.975, 2) * a.std(ddof=1) / np.sqrt(3)
+    assert group["n"] == 3 and group["mean"] == pytest.approx(a.mean())
+    assert [group["low"], group["high"]] == pytest.approx([a.mean() - half, a.mean() + half])
+    welch = fam["seeds"]["welch"][str(arm)]["Score"]
+    assert welch["p_value"] == pytest.approx(ttest_ind(a, b, equal_var=False).pvalue)
+    assert welch["p_holm"] == pytest.approx(welch["p_value"])  # one arm: Holm changes nothing
+    assert "seed groups" in proc.stderr and "Welch p=" in proc.stderr
+
+    # a "seed group" whose runs differ in more than the seed is refused, naming the key
+    odd = _seed_group(tmp_path / "odd", 0.8, first_seed=30, margin=2.0)
+    line = error_line(run_cli([*EVALUATE, "--compare", str(base), str(odd)], tmp_path))
+    assert str(odd) in line and "loss.margin: 1.0 -> 2.0" in line and "differ in more than the seed" in line
+
+
 def test_detectable_differences_at_rewardbench_sizes(tmp_path):
     """`--detectable 0.05`: the Score row solves Connor's (1987) sample-size formula for the gap, at the
     Score's effective size (1 / sum of squared per-example weights over the real subset counts)."""
@@ -317,7 +377,7 @@ def test_scores_do_not_depend_on_row_order_batch_size_or_length_sorting():
 
     pairs = load_skywork("fixture:skywork80k")[0].slice(0, 200).to_pylist()
     model, tok = build_backbone(RunConfig(), pairs)  # untrained: scores spread widely, ties are rare
-    rows = rewardbench.load("fixture:reward-bench")
+    rows = rewardbench.load("fixture:reward-bench", allow_partial=True)
     ref = score_rows(model, tok, rows, batch_size=16)
     assert ref["id"].tolist() == [r["id"] for r in rows]
     for kwargs, order in (({"batch_size": 1, "sort_by_length": False}, rows),

@@ -76,6 +76,7 @@ Safety          100.00  [100.00, 100.00]
 Reasoning        98.96  [96.87, 100.00]
 Score            99.04  [97.99, 100.00]
 (percentages; RewardBench weights: current; 95% stratified bootstrap over examples)
+PARTIAL set: 192 of 2,985 examples, 23 of 23 subsets below their official counts; incomplete sections: Chat, Chat Hard, Safety, Reasoning (not comparable with RewardBench results)
 """
 
 
@@ -99,7 +100,7 @@ def test_training_is_what_lifts_accuracy_from_chance(default_run):
     run_dir = default_run["run_dir"]
     cfg = config_mod.load(run_dir / "config.yaml")
     pairs = curated_pairs(run_dir)
-    rows = rewardbench.load(cfg.eval.path)
+    rows = rewardbench.load(cfg.eval.path, allow_partial=cfg.eval.allow_partial)
     before = []
     for seed in (0, 1, 2):
         cfg.seed = seed
@@ -185,13 +186,15 @@ def test_evaluate_any_reward_model_folder_matches_the_run(default_run, tmp_path)
     """`repro.evaluate --model FOLDER` (the path used for Hub reward models) scores like the run did."""
     run_dir = default_run["run_dir"]
     proc = run_cli(["-m", "repro.evaluate", "--model", str(run_dir / "model"), "--data", "fixture:reward-bench",
-                    "--out", str(tmp_path / "out")], tmp_path)
+                    "--allow-partial", "--out", str(tmp_path / "out")], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     a = pd.read_parquet(run_dir / "eval" / "per_example.parquet")
     b = pd.read_parquet(tmp_path / "out" / "per_example.parquet")
     assert (a["id"] == b["id"]).all()
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert set(summary["by_weights"]) == {"current", "legacy"} and summary["examples"] == len(b)
+    assert summary["coverage"]["complete"] is False and "PARTIAL set: 192 of 2,985" in proc.stdout
+    assert json.loads((tmp_path / "out" / "run_rm.json").read_text())["partial"].startswith("PARTIAL set")
     assert (a["score_chosen"] - b["score_chosen"]).abs().max() < 1e-4
     assert "Score" in proc.stdout
 
@@ -335,6 +338,7 @@ def test_results_notebook_runs_headless_on_the_collected_runs(default_run, tmp_p
 def test_evaluating_a_model_that_cannot_be_loaded_is_one_clear_line(tmp_path):
     for model, needle in (("/nonexistent/model", "model folder not found"),
                           ("some-org/not-cached-model", "cannot load the model or tokenizer")):
-        proc = run_cli(["-m", "repro.evaluate", "--model", model, "--out", str(tmp_path / "o")], tmp_path)
+        proc = run_cli(["-m", "repro.evaluate", "--model", model, "--data", "fixture:reward-bench", "--allow-partial",
+                        "--out", str(tmp_path / "o")], tmp_path)
         assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
         assert model in proc.stderr and needle in proc.stderr

@@ -107,6 +107,31 @@ def test_holm_keeps_keys_and_order_of_a_mapping():
 
 # ------------------------------------------------------------------------------------------- the family
 
+def test_compare_family_on_seed_averaged_correctness_equals_paired_test():
+    """Arms given as mean correctness over seeds (multiples of 1/k): the packed family bootstrap and
+    permutation equal the plain paired_test on the same fractional values; McNemar is skipped (not 0/1)."""
+    subsets, base = synthetic(20, p=0.8, seed=7)
+    rng = np.random.default_rng(8)
+    three = np.mean([base ^ (rng.random(len(base)) < 0.1) for _ in range(3)], axis=0)  # thirds
+    two = np.mean([base | (rng.random(len(base)) < 0.2) for _ in range(2)], axis=0)    # halves
+    fam = compare_family(subsets, base, {"three": three, "two": two, "one": base ^ (rng.random(len(base)) < 0.05)},
+                         n_boot=300, n_perm=1500, seed=2, resolution=6)
+    for name, arm in (("three", three), ("two", two)):
+        ref = paired_test(subsets, arm, base, n_boot=300, n_perm=1500, seed=2)
+        for k in st.KEYS:
+            got = fam["arms"][name]["paired"][k]
+            assert got["difference"] == pytest.approx(ref[k]["difference"], abs=1e-12)
+            assert got["p_value"] == ref[k]["p_value"], (name, k)
+            assert got["low"] == pytest.approx(ref[k]["low"], abs=1e-12)
+            assert got["high"] == pytest.approx(ref[k]["high"], abs=1e-12)
+        assert fam["arms"][name]["mcnemar"] is None
+    assert fam["arms"]["one"]["mcnemar"]["all"]["p_holm"] == fam["arms"]["one"]["mcnemar"]["all"]["p_value"]
+    with pytest.raises(ValueError, match=r"multiples of 1/2 in \[0, 1\], first 0\.(3333|6666)\d* at row \d+ \(subset '[a-z-]+'\)"):
+        compare_family(subsets, base, {"three": three}, resolution=2)
+    with pytest.raises(ValueError, match="other than 0/1"):
+        compare_family(subsets, base, {"three": three})
+
+
 def test_compare_family_equals_paired_test_for_every_arm():
     assert st._chunked_signs_match_choice()  # the fast sign path is the one under test
     subsets, base = synthetic(25, p=0.85, seed=4)

@@ -240,7 +240,7 @@ def _wildguard(table, cfg, ledger, score_fn: ScoreFn | None):
 def _benchmark_prompts(d) -> tuple[list[str], list[str]]:
     from repro.data.sources import rewardbench as rb_source
 
-    rows = rb_source.load(d.benchmark, d.split, require_all_subsets=False)
+    rows = rb_source.load(d.benchmark, d.split, require_all_subsets=False, allow_partial=True)
     return [r["prompt"][-1]["content"] for r in rows], [r["subset"] for r in rows]
 
 

@@ -78,7 +78,7 @@ _LEGACY = dict(_CURRENT, **{"xstest-should-refuse": 250, "xstest-should-respond"
 WEIGHTS: dict[str, dict[str, int]] = {"current": _CURRENT, "legacy": _LEGACY}
 
 # Keys that the official run_rm.py output carries besides the 23 subset accuracies.
-RUN_RM_META_KEYS = ("model", "model_type", "chat_template", "ref_model")
+RUN_RM_META_KEYS = ("model", "model_type", "chat_template", "ref_model", "partial")  # partial: this package's
 
 
 class RewardBenchError(ValueError):
@@ -100,6 +100,29 @@ def check_subsets(names: Iterable[str], *, where: str = "input", require_all: bo
     missing = [s for s in SUBSETS if s not in names]
     if require_all and missing:
         raise RewardBenchError(f"{where}: missing RewardBench subset(s) {missing}")
+
+
+def coverage(counts: Mapping[str, int]) -> dict:
+    """How an evaluation set's rows per subset compare with the official `filtered` split.
+
+    {"complete": all 23 subsets at their official counts, "examples", "expected_examples" (2,985),
+    "incomplete_subsets": {subset: {"n", "expected"}} for every subset below its count,
+    "incomplete_sections": the sections holding one of them}. Scores on an incomplete set are not
+    RewardBench scores; outputs carry this dict so nobody mistakes them for ones."""
+    short = {s: {"n": int(counts.get(s, 0)), "expected": SUBSET_COUNTS[s]}
+             for s in SUBSETS if int(counts.get(s, 0)) < SUBSET_COUNTS[s]}
+    return {"complete": not short, "examples": int(sum(counts.values())),
+            "expected_examples": sum(SUBSET_COUNTS.values()), "incomplete_subsets": short,
+            "incomplete_sections": [sec for sec, subs in SECTIONS.items() if any(s in short for s in subs)]}
+
+
+def describe_coverage(cov: Mapping) -> str:
+    """One line for terminals and logs: complete, or how partial and where."""
+    if cov["complete"]:
+        return f"complete RewardBench set ({cov['examples']:,} examples)"
+    return (f"PARTIAL set: {cov['examples']:,} of {cov['expected_examples']:,} examples, "
+            f"{len(cov['incomplete_subsets'])} of {len(SUBSETS)} subsets below their official counts; incomplete "
+            f"sections: {', '.join(cov['incomplete_sections'])} (not comparable with RewardBench results)")
 
 
 def is_correct(score_chosen: float, score_rejected: float) -> bool:

@@ -115,8 +115,11 @@ def _subsets_array(subsets, *, require_all: bool, where: str = "per-example resu
     return arr
 
 
-def _correct_array(correct, subsets: np.ndarray, name: str) -> np.ndarray:
-    """Per-example correctness as floats in {0, 1}; ValueError naming the problem (and the first bad row)."""
+def _correct_array(correct, subsets: np.ndarray, name: str, resolution: int = 1) -> np.ndarray:
+    """Per-example correctness as floats in {0, 1}; ValueError naming the problem (and the first bad row).
+
+    With `resolution` k > 1, values may be multiples of 1/k in [0, 1]: the mean correctness of an example
+    over k training seeds (see `compare_family`)."""
     arr = np.asarray(correct)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D (one value per example), got shape {arr.shape}")
@@ -131,11 +134,17 @@ def _correct_array(correct, subsets: np.ndarray, name: str) -> np.ndarray:
         i = int(bad[0])
         raise ValueError(f"{name} has {bad.size} NaN value(s), first at row {i} (subset {subsets[i]!r}); "
                          "correctness must be 0/1 (a tie or a failed score counts as wrong: 0)")
-    bad = np.flatnonzero((out != 0.0) & (out != 1.0))
+    if resolution == 1:
+        bad = np.flatnonzero((out != 0.0) & (out != 1.0))
+    else:
+        scaled = out * resolution
+        bad = np.flatnonzero((out < 0.0) | (out > 1.0) | (np.abs(scaled - np.round(scaled)) > 1e-9))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"{name} has {bad.size} value(s) other than 0/1, first {arr[i]!r} at row {i} "
-                         f"(subset {subsets[i]!r})")
+        what = "0/1" if resolution == 1 else f"multiples of 1/{resolution} in [0, 1]"
+        first = arr[i].item() if hasattr(arr[i], "item") else arr[i]  # plain Python, not numpy's repr
+        raise ValueError(f"{name} has {bad.size} value(s) other than {what}, first {first!r} at row {i} "
+                         f"(subset {str(subsets[i])!r})")
     return out
 
 
@@ -270,8 +279,10 @@ _SIGNS_OK: bool | None = None
 
 
 def _paired_family(subsets: np.ndarray, diffs: np.ndarray, coefs: dict[str, np.ndarray], *, n_boot: int,
-                   n_perm: int, level: float, seed: int, chunk: int = 1000) -> list[dict[str, dict[str, float]]]:
-    """`paired_test` for several differences at once: diffs (m, N), row j = arm_j - base, values -1/0/1.
+                   n_perm: int, level: float, seed: int, chunk: int = 1000,
+                   resolution: int = 1) -> list[dict[str, dict[str, float]]]:
+    """`paired_test` for several differences at once: diffs (m, N), row j = arm_j - base, values -1/0/1
+    (or multiples of 1/resolution in [-1, 1]: seed-averaged correctness, packed as integers k (d + 1)).
 
     Consumes the random stream exactly as `paired_test` does (stratified indices subset by subset in
     np.unique order, then the (n_perm, N) signs), so arm j gets paired_test's numbers for the same seed, up
@@ -296,10 +307,11 @@ def _paired_family(subsets: np.ndarray, diffs: np.ndarray, coefs: dict[str, np.n
         live = np.flatnonzero(np.any(d_s != 0, axis=1))  # arms that differ from the base in this subset
         if live.size == 0:
             continue
-        if 2 * ns >= 1 << (_LANE_BITS - 1):  # the top lane must stay clear of the sign bit
-            raise ValueError(f"subset {s!r} has {ns} rows; the packed bootstrap supports up to 16,383")
+        if 2 * resolution * ns >= 1 << (_LANE_BITS - 1):  # the top lane must stay clear of the sign bit
+            raise ValueError(f"subset {s!r} has {ns} rows; the packed bootstrap supports up to "
+                             f"{((1 << (_LANE_BITS - 1)) - 1) // (2 * resolution):,} at {resolution} seed(s) an arm")
         t_s = np.zeros((n_boot, m))
-        shifted = (d_s + 1).astype(np.int64)  # 0, 1, 2
+        shifted = np.round((d_s + 1) * resolution).astype(np.int64)  # 0 .. 2 k
         for g in range(0, live.size, lanes):
             group = live[g:g + lanes]
             lut = np.zeros(ns, dtype=np.int64)
@@ -307,7 +319,7 @@ def _paired_family(subsets: np.ndarray, diffs: np.ndarray, coefs: dict[str, np.n
                 lut |= shifted[j] << (_LANE_BITS * lane)
             total = lut[draws].sum(axis=1)
             for lane, j in enumerate(group):
-                t_s[:, j] = ((total >> (_LANE_BITS * lane)) & ((1 << _LANE_BITS) - 1)) - ns
+                t_s[:, j] = (((total >> (_LANE_BITS * lane)) & ((1 << _LANE_BITS) - 1)) - ns * resolution) / resolution
         reps += t_s[:, :, None] * coef_mat[pos[0]][None, None, :]
     weighted = (diffs.T[:, :, None] * coef_mat[:, None, :]).reshape(n, m * n_keys)
     if _chunked_signs_match_choice():
@@ -337,7 +349,7 @@ def _paired_family(subsets: np.ndarray, diffs: np.ndarray, coefs: dict[str, np.n
 
 
 def compare_family(subsets, base_correct, others: Mapping, *, weights: str = "current", n_boot: int = 2000,
-                   n_perm: int = 10000, level: float = 0.95, seed: int = 0) -> dict:
+                   n_perm: int = 10000, level: float = 0.95, seed: int = 0, resolution: int = 1) -> dict:
     """Every arm in `others` against the base on the same examples, with Holm correction across the family.
 
     For each arm (difference = arm minus base):
@@ -350,30 +362,45 @@ def compare_family(subsets, base_correct, others: Mapping, *, weights: str = "cu
       plus "p_holm": Holm-adjusted across the arms, separately for each subset.
     No correction is made across keys or subsets (each key is its own family of m = len(others) tests).
     All 23 subsets must be present (the sections' weights need them); rows aligned across all arms.
+    With `resolution` k > 1 an arm's correctness may be its mean over training seeds (multiples of 1/k, k a
+    common multiple of the arms' seed counts): sections and Score are linear in correctness, so the paired
+    numbers are those of the seed-averaged arms, with examples as the resampled unit. McNemar needs 0/1
+    outcomes: an arm or base that is not 0/1 gets "mcnemar": None.
     Returns a JSON-serialisable dict: {"weights", "n_examples", "n_boot", "n_perm", "level", "seed",
     "difference": "arm minus base", "arms": {arm: {"paired": {...}, "mcnemar": {...}}}}.
     """
     _check_level(level)
     subsets = _subsets_array(subsets, require_all=True)
-    base = _correct_array(base_correct, subsets, "base_correct")
+    if int(resolution) != resolution or not 1 <= resolution <= 64:
+        raise ValueError(f"resolution must be an integer in [1, 64], got {resolution!r}")
+    resolution = int(resolution)
+    base = _correct_array(base_correct, subsets, "base_correct", resolution)
     if not isinstance(others, Mapping) or not others:
         raise ValueError("others must be a non-empty mapping of arm name -> per-example correctness")
     names = [str(k) for k in others]
     if len(set(names)) != len(names):
         raise ValueError(f"arm names must be distinct as strings: {names}")
-    arms = {str(k): _correct_array(v, subsets, f"others[{k!r}]") for k, v in others.items()}
+    arms = {str(k): _correct_array(v, subsets, f"others[{k!r}]", resolution) for k, v in others.items()}
     coefs = example_weights(subsets, weights=weights)
     diffs = np.stack([arms[k] - base for k in names])
-    paired = _paired_family(subsets, diffs, coefs, n_boot=n_boot, n_perm=n_perm, level=level, seed=seed)
-    result = {name: {"paired": paired[j], "mcnemar": _mcnemar_counts(subsets, arms[name], base)}
+    paired = _paired_family(subsets, diffs, coefs, n_boot=n_boot, n_perm=n_perm, level=level, seed=seed,
+                            resolution=resolution)
+
+    def binary(x):
+        return bool(np.all((x == 0.0) | (x == 1.0)))
+
+    result = {name: {"paired": paired[j],
+                     "mcnemar": _mcnemar_counts(subsets, arms[name], base) if binary(arms[name]) and binary(base)
+                     else None}
               for j, name in enumerate(names)}
     for k in KEYS:
         adj = holm({name: result[name]["paired"][k]["p_value"] for name in names})
         for name in names:
             result[name]["paired"][k]["p_holm"] = adj[name]
-    for s in result[names[0]]["mcnemar"]:
-        adj = holm({name: result[name]["mcnemar"][s]["p_value"] for name in names})
-        for name in names:
+    tested = [name for name in names if result[name]["mcnemar"] is not None]
+    for s in result[tested[0]]["mcnemar"] if tested else ():
+        adj = holm({name: result[name]["mcnemar"][s]["p_value"] for name in tested})
+        for name in tested:
             result[name]["mcnemar"][s]["p_holm"] = adj[name]
     return {"weights": weights, "n_examples": int(len(subsets)), "n_boot": int(n_boot), "n_perm": int(n_perm),
             "level": float(level), "seed": int(seed), "difference": "arm minus base", "arms": result}
