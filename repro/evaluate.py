@@ -43,46 +43,124 @@ def score_rows(model, tokenizer, rows: list[dict], *, batch_size: int = 16, max_
     with `sort_by_length` (default) the batches are then formed longest first, so each batch pads to
     nearly its own length, and the scores are put back in row order. A row's score depends only on its own
     tokens (right padding is masked, the head reads the last real token): the order and the batch size
-    change it by float rounding at most (tested), never which answer wins beyond that."""
+    change it by float rounding at most (tested), never which answer wins beyond that.
+
+    Started by `torchrun` / `accelerate launch` (WORLD_SIZE > 1, process group initialised), each process
+    scores every world-th row of the length order (so all get the same mix of lengths) and the scores are
+    gathered: every process returns the whole table."""
     import numpy as np
-    import pandas as pd
-    import torch
-    from tqdm.auto import tqdm
 
-    from repro.data.batching import PairCollator
+    encoded = encode_rows(tokenizer, rows, max_length)
+    lengths = np.array([max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in encoded], dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(len(rows))
+    rank, world = _distributed()
+    mine = order[rank::world]
+    chosen, rejected = _score_encoded(model, tokenizer.pad_token_id, encoded, mine, batch_size,
+                                      desc=desc, progress=rank == 0)
+    if world > 1:
+        import torch.distributed as dist
+
+        parts = [None] * world
+        dist.all_gather_object(parts, (mine.tolist(), chosen.tolist(), rejected.tolist()))
+        chosen, rejected = np.zeros(len(rows)), np.zeros(len(rows))
+        for idx, c, r in parts:
+            chosen[idx], rejected[idx] = c, r
+        shares = [len(idx) for idx, _, _ in parts]
+    else:
+        full_c, full_r = np.zeros(len(rows)), np.zeros(len(rows))
+        full_c[mine], full_r[mine] = chosen, rejected
+        chosen, rejected, shares = full_c, full_r, [len(mine)]
+    frame = per_example_frame(rows, chosen, rejected)
+    frame.attrs["rows_per_process"] = shares
+    return frame
+
+
+def encode_rows(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
+    """Each row's chosen and rejected conversation as token ids, left-truncated to `max_length`."""
     from repro.data.tokenize import encode_pair
-    from repro.engine import forward_rewards
 
-    collate = PairCollator(tokenizer.pad_token_id)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     encoded = []
     for r in rows:
         c, j = encode_pair(tokenizer, r["prompt"], r["chosen"], r["rejected"])
         # left truncation, as the official evaluation (tokenizer truncation_side="left")
         encoded.append({"chosen_ids": c[-max_length:], "rejected_ids": j[-max_length:]})
-    lengths = np.array([max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in encoded], dtype=np.int64)
-    order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(len(rows))
-    chosen, rejected = np.zeros(len(rows)), np.zeros(len(rows))
+    return encoded
+
+
+def _score_encoded(model, pad_token_id: int, encoded: list[dict], order, batch_size: int, *, desc: str,
+                   progress: bool = True):
+    """(chosen, rejected) rewards of the rows `order` (in that order), in batches of `batch_size`."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from repro.data.batching import PairCollator
+    from repro.engine import forward_rewards
+
+    collate = PairCollator(pad_token_id)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    chosen, rejected = np.zeros(len(order)), np.zeros(len(order))
     with torch.inference_mode():
-        for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress):
             idx = order[start : start + batch_size]
             tensors = {k: v.to(device) for k, v in collate([encoded[i] for i in idx]).items()}
             r_c, r_r = forward_rewards(model, tensors)
-            chosen[idx], rejected[idx] = r_c.float().cpu().numpy(), r_r.float().cpu().numpy()
+            chosen[start : start + len(idx)] = r_c.float().cpu().numpy()
+            rejected[start : start + len(idx)] = r_r.float().cpu().numpy()
     model.train(was_training)
+    return chosen, rejected
+
+
+def per_example_frame(rows: list[dict], chosen, rejected):
+    import pandas as pd
+
     return pd.DataFrame({"id": [r["id"] for r in rows], "subset": [r["subset"] for r in rows],
                          "score_chosen": chosen, "score_rejected": rejected,
                          "correct": [rb.is_correct(a, b) for a, b in zip(chosen.tolist(), rejected.tolist())]},
                         columns=["id", "subset", "score_chosen", "score_rejected", "correct"])
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of an initialised process group, else (0, 1)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch without distributed
+        return 0, 1
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group when started by `torchrun` / `accelerate launch` (WORLD_SIZE > 1): NCCL with one
+    GPU per process (cuda:LOCAL_RANK), gloo on CPU. Returns (rank, world size); (0, 1) when alone."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
 def to_best_device(model, cpu: bool = False):
-    """The first GPU when there is one (and `cpu` is not forced), else the CPU."""
+    """This process's GPU when there is one (and `cpu` is not forced), else the CPU: the first GPU, or
+    cuda:LOCAL_RANK under torchrun / accelerate launch."""
+    import os
+
     import torch
 
-    return model.to("cuda") if torch.cuda.is_available() and not cpu else model
+    if not torch.cuda.is_available() or cpu:
+        return model
+    return model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
 
 
 def summarize(per_example, *, weights: str = "current", n_boot: int = 2000) -> dict:
@@ -507,7 +585,8 @@ def leaderboard(args) -> None:
 
 
 def score_model(args) -> None:
-    """--model: any sequence-classification reward model, results into --out."""
+    """--model: any sequence-classification reward model, results into --out. Under `torchrun` /
+    `accelerate launch` with N processes (one per GPU) each scores 1/N of the rows; rank 0 writes."""
     from repro.data.sources import rewardbench as rb_source
     from repro.model import load_pretrained
     from repro.results import writable_dir
@@ -515,18 +594,26 @@ def score_model(args) -> None:
     # The output folder and the data first: a typo or a partial set must not cost a 27B load.
     out = writable_dir(args.out, "--out")
     rows = rb_source.load(args.data or rb_source.HUB_ID, allow_partial=args.allow_partial)
+    rank, world = init_distributed()
     model, tok = load_pretrained(args.model, dtype=args.dtype or "float32", attn_implementation=args.attn,
                                  trust_remote_code=args.trust_remote_code)
     model = to_best_device(model)
     per_example = score_rows(model, tok, rows, batch_size=args.batch_size or 8)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    if rank != 0:
+        return
     summary = summarize(per_example, weights=args.weights or "current")
     write_eval(out, per_example, summary, model_name=args.model)
     from repro.results import atomic_write_json
 
     atomic_write_json(out / "summary.json", {**{k: summary[k] for k in ("sections", "Score", "ci95", "weights",
                                                                          "by_weights", "coverage")},
-                                             "model": args.model, "examples": len(per_example)})
-    print(format_table(summary, title=f"RewardBench: {args.model}"))
+                                             "model": args.model, "examples": len(per_example),
+                                             "rows_per_process": per_example.attrs["rows_per_process"]})
+    print(format_table(summary, title=f"RewardBench: {args.model}" + (f" ({world} processes)" if world > 1 else "")))
 
 
 def main(argv: list[str] | None = None) -> int:
