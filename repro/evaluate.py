@@ -240,9 +240,10 @@ def read_per_example(path: str | Path):
     """Per-example results to compare, as a DataFrame with `key`, `subset`, `correct`.
 
     `path` is a run dir, a folder holding per_example.parquet (eval/, an --out folder,
-    eval/rescore-<weights>/), or a per-example file from any tool: parquet, CSV or JSON lines with
+    eval/rescore-<weights>/), or a per-example file from any tool: parquet, CSV or JSON (lines) with
     `subset` and either `correct` or `score_chosen` and `score_rejected` (correct = chosen > rejected,
-    strict, as RewardBench). Rows are keyed by `id`, or, in a file without one, by the exact (`prompt`,
+    strict, as RewardBench); the official script's names `results`, `scores_chosen`, `scores_rejected`
+    are read as those. Rows are keyed by `id`, or, in a file without one, by the exact (`prompt`,
     `chosen`, `rejected`) text. Every problem is a ValueError naming the file."""
     import hashlib
 
@@ -266,11 +267,19 @@ def read_per_example(path: str | Path):
             df = pd.read_parquet(f)
         elif name.endswith(".csv"):
             df = pd.read_csv(f)
-        else:
-            df = pd.read_json(f, lines=name.endswith(".jsonl"))
+        else:  # .json may hold one object per line, as `datasets.Dataset.to_json` writes the official files
+            lines = name.endswith(".jsonl") or f.read_text().lstrip()[:1] not in ("[", "")
+            df = pd.read_json(f, lines=lines)
     except (OSError, ValueError) as e:  # pyarrow's and pandas' errors do not name the file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{f}: not a readable results file ({first})") from None
+    # The official run_rm.py per-example output (`--save_all`, the results repo's eval-set-scores/) names
+    # correctness `results` and the rewards `scores_chosen` / `scores_rejected`.
+    official = {"results": "correct", "scores_chosen": "score_chosen", "scores_rejected": "score_rejected"}
+    clash = [k for k, v in official.items() if k in df.columns and v in df.columns]
+    if clash:
+        raise ValueError(f"{f}: has both {clash[0]!r} and {official[clash[0]]!r}; keep one")
+    df = df.rename(columns=official)
     if "subset" not in df.columns:
         raise ValueError(f"{f}: missing column 'subset'; found {list(df.columns)}")
     if "correct" in df.columns:

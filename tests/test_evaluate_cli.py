@@ -260,6 +260,30 @@ def test_compare_reads_per_example_files_from_any_tool_and_matches_rows_by_key(t
     assert "a.parquet" in line and "b.csv" in line and "different rows" in line and "0 with the same key" in line
 
 
+def test_compare_reads_the_official_per_example_output(tmp_path):
+    """run_rm.py --save_all's per-example file (as the results repo's eval-set-scores/ hold it: JSON lines
+    from `datasets.Dataset.to_json`, `results` 0/1, `scores_chosen`, `scores_rejected`) compares as is."""
+    import datasets
+
+    from repro.eval.stats import paired_test
+
+    a, b = _results(4, 0.8), _results(5, 0.7)
+    official = datasets.Dataset.from_pandas(
+        b.assign(results=b["correct"].astype(int), scores_chosen=b["correct"] * 2.0 - 0.5, scores_rejected=0.0)
+        .drop(columns=["correct"]), preserve_index=False)
+    official.to_json(tmp_path / "official.json")  # one JSON object per line, in a .json file
+    a.to_parquet(tmp_path / "a.parquet")
+    proc = run_cli([*EVALUATE, "--compare", str(tmp_path / "a.parquet"), str(tmp_path / "official.json")], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    want = paired_test(a["subset"], a["correct"], b["correct"], weights="current")
+    assert json.loads(proc.stdout)["a_minus_b"]["Score"]["difference"] == pytest.approx(want["Score"]["difference"])
+    # both spellings of one column: refused, not guessed
+    b.assign(results=b["correct"]).to_json(tmp_path / "both.jsonl", orient="records", lines=True)
+    line = error_line(run_cli([*EVALUATE, "--compare", str(tmp_path / "a.parquet"), str(tmp_path / "both.jsonl")],
+                              tmp_path))
+    assert "both.jsonl" in line and "has both 'results' and 'correct'" in line
+
+
 def test_compare_a_family_of_arms_against_a_base_with_holm(tmp_path):
     from repro.eval.stats import holm, paired_test
 
