@@ -104,8 +104,18 @@ class ModelConfig:
     path: str | None = None           # overrides the Hub id: a local checkpoint folder
     dtype: str = "float32"            # compute dtype. bfloat16 (GPU): bf16 autocast over fp32 master weights in
                                       # training, bf16 weights in evaluation. fp32 on CPU (no bf16 hardware).
-    attn_implementation: str | None = None  # Gemma-2 needs "eager" or "flash_attention_2" (not sdpa)
+    # eager | sdpa | flash_attention_2 (needs the flash_attn package) | null: transformers' default, eager for
+    # Gemma-2. Gemma-2 with sdpa is refused (it degrades RewardBench).
+    attn_implementation: str | None = None
     trust_remote_code: bool = False
+    # Recompute activations in the backward pass (non-reentrant): activation memory of about one layer
+    # instead of all, for ~1/3 more compute. The paper presets turn it on.
+    gradient_checkpointing: bool = False
+    # The new score head (repro.model.HEAD_INITS): normal = N(0, initializer_range) drawn from head_init_seed
+    # (same head on any device or world size); zeros; null = as the model class draws it (transformers: the
+    # same normal, from the global RNG in construction order). A checkpoint's trained head is kept.
+    head_init: str | None = None
+    head_init_seed: int | None = None  # null = the run's seed
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
@@ -140,15 +150,22 @@ class OptimConfig:
 
 @dataclass
 class LauncherConfig:
-    name: str = "local"               # local (in-process) | accelerate (a subprocess per rank)
-    num_processes: int = 1
-    num_machines: int = 1
+    """How a run executes (repro/launch.py, LAUNCHERS), never what it computes: no key of this group is part
+    of a run dir's name or of the config check before a skip or resume."""
+    name: str = "local"               # local (in-process) | accelerate (a subprocess per rank; with
+                                      # num_machines > 1 on every node of a SLURM allocation, through srun)
+                                      # | zero3 (the same, with DeepSpeed ZeRO-3: repro/zero3.py)
+    num_processes: int = 1            # processes (GPUs) per machine
+    num_machines: int = 1             # machines; >1: one `accelerate launch` per SLURM node (repro.launch)
     cpu: bool = False                 # force CPU workers (gloo) even where CUDA exists
     # Intra-op CPU threads per process (torch.set_num_threads). null = torch's default: every core for
     # one process; under `accelerate launch` OMP_NUM_THREADS (1 per worker unless set). CPU kernels sum
     # in an order that depends on it, so runs are bit-identical only for the same thread count (env.json
     # records it). Says how a run executes, like the other launcher keys: not part of the run's identity.
     cpu_threads: int | None = None
+    # launcher=zero3 only: keep ZeRO-3's fp32 master weights and AdamW states (12 bytes/parameter) in CPU
+    # memory, updated there by the same torch AdamW; GPU memory then holds bf16 weights and gradients only.
+    offload_optimizer: bool = False
 
 
 @dataclass
@@ -267,6 +284,7 @@ def validate(cfg: RunConfig) -> None:
                               f"split {s.split}): each source is read once; list it once")
         seen[key] = i
     validate_data(cfg.data)
+    validate_model(cfg.model)
     unknown = [e for e in cfg.data.exclude if e not in {s.name for s in cfg.data.sources}]
     if unknown:
         raise ConfigError(f"data.exclude={cfg.data.exclude}: {unknown} name no source of data={cfg.data.name!r}; "
@@ -293,6 +311,13 @@ def validate(cfg: RunConfig) -> None:
     for i, b in enumerate(o.betas):
         if not 0 <= b < 1:
             raise ConfigError(f"optim.betas[{i}]={b}: must be in [0, 1)")
+    if cfg.launcher.name == "local" and cfg.launcher.num_processes * cfg.launcher.num_machines != 1:
+        raise ConfigError(f"launcher=local runs one process in the driver (launcher.num_processes="
+                          f"{cfg.launcher.num_processes}, launcher.num_machines={cfg.launcher.num_machines}); "
+                          "several processes or machines need launcher=accelerate")
+    if cfg.launcher.offload_optimizer and cfg.launcher.name != "zero3":
+        raise ConfigError(f"launcher.offload_optimizer=true applies to launcher=zero3 (DeepSpeed), not "
+                          f"launcher={cfg.launcher.name}")
     if cfg.launcher.cpu_threads is not None and cfg.launcher.cpu_threads < 1:
         raise ConfigError(f"launcher.cpu_threads={cfg.launcher.cpu_threads}: must be >= 1, or null for "
                           "torch's default")
@@ -331,6 +356,34 @@ def validate(cfg: RunConfig) -> None:
                           f"optim.per_device_batch_size={o.per_device_batch_size} x world size {world}")
     if o.scheduler not in ("cosine", "linear", "constant"):
         raise ConfigError(f"optim.scheduler={o.scheduler!r}; valid: constant, cosine, linear")
+
+
+ATTN_IMPLEMENTATIONS = ("eager", "flash_attention_2", "sdpa")
+
+
+def validate_model(m: ModelConfig) -> None:
+    """Checks of the model options (the name is checked against BACKBONES by `validate`); each error is one
+    line naming the key."""
+    import importlib.util
+
+    from repro.backbones import model_type
+    from repro.model import HEAD_INITS
+
+    attn = m.attn_implementation
+    if attn is not None and attn not in ATTN_IMPLEMENTATIONS:
+        raise ConfigError(f"model.attn_implementation={attn!r}; valid: {', '.join(ATTN_IMPLEMENTATIONS)}, "
+                          "or null (transformers' default)")
+    if attn == "sdpa" and model_type(m.name, m.path) == "gemma2":
+        raise ConfigError("model.attn_implementation=sdpa is refused for Gemma-2: sdpa degrades its RewardBench "
+                          "scores (and its classifier has no sdpa path); use eager or flash_attention_2")
+    if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ConfigError("model.attn_implementation=flash_attention_2 needs the flash_attn package, which is not "
+                          "installed here (pip install flash-attn, on a CUDA machine); or use eager or sdpa")
+    if m.head_init is not None and m.head_init not in HEAD_INITS:
+        raise ConfigError(f"model.head_init={m.head_init!r}; valid: {', '.join(HEAD_INITS)}, or null "
+                          "(the model class's own initialisation)")
+    if m.head_init_seed is not None and m.head_init_seed < 0:
+        raise ConfigError(f"model.head_init_seed={m.head_init_seed}: must be >= 0, or null for the run's seed")
 
 
 def validate_data(d: DataConfig) -> None:

@@ -15,10 +15,13 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 
+from repro.config import ConfigError
 from repro.data.batching import PairCollator, length_grouped_order
 from repro.data.schema import DataError
+from repro.data.tokenize import TokenizedPairs
 from repro.losses import LOSSES
 from repro.results import MetricsLog, TrainingDiverged, TrainingInterrupted, discard
 
@@ -67,6 +70,32 @@ def latest_checkpoint(checkpoint_dir: Path | None) -> tuple[Path, dict] | None:
     return max(done, key=lambda x: x[1]["step"]) if done else None
 
 
+def refuse_unloadable(folder: Path, state: dict, launcher: str, world: int) -> None:
+    """ConfigError (one line naming the key) when this launcher and world size cannot resume the
+    checkpoint exactly, before anything is loaded.
+
+    `accelerate` and `local` checkpoints hold the whole model and optimizer state (accelerate's format),
+    which any world size loads: that resume is allowed, and equal to an uninterrupted run up to float
+    rounding. A `zero3` checkpoint holds DeepSpeed shards, one per rank, which only DeepSpeed at the same
+    world size loads. Checkpoints from before the launcher was recorded are accelerate's format.
+    """
+    was = state.get("launcher") or "accelerate"
+    was_world = state.get("world_size", world)
+    if (was == "zero3") != (launcher == "zero3"):
+        held = (f"DeepSpeed ZeRO-3 shards of {was_world} process(es)" if was == "zero3" else
+                "a whole model and optimizer state (accelerate's format)")
+        raise ConfigError(f"{folder} holds {held}, written with launcher.name={was}; launcher.name={launcher} "
+                          f"cannot resume it exactly. Rerun with launcher={was}"
+                          + (f" and a world size of {was_world} (launcher.num_processes x launcher.num_machines)"
+                             if was == "zero3" else "")
+                          + ", or move the run dir aside to start over")
+    if launcher == "zero3" and was_world != world:
+        raise ConfigError(f"{folder} holds DeepSpeed ZeRO-3 shards of {was_world} process(es); this run has a "
+                          f"world size of {world} (launcher.num_processes x launcher.num_machines), and ZeRO-3 resumes "
+                          f"only on the world size that wrote it. Rerun with {was_world} processes, or move the run dir "
+                          "aside to start over")
+
+
 def save_checkpoint(accelerator, checkpoint_dir: Path, state: dict, keep: int) -> None:
     """Model, optimizer, scheduler and RNG states at an optimizer-step boundary, plus the trainer state
     (`state`: step, elapsed time, pairs, the open logging window). Written under a temporary name, then
@@ -97,8 +126,8 @@ def _stop_message(what: str, step: int, total: int, checkpoint_dir: Path | None,
     return f"{what} at step {step} of {total}; {where}"
 
 
-def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_cfg, *, seed: int,
-          metrics: MetricsLog, checkpoint_dir: Path | None = None) -> dict:
+def train(accelerator, model, tokenizer, examples: TokenizedPairs, optim_cfg, loss_cfg, *, seed: int,
+          metrics: MetricsLog, checkpoint_dir: Path | None = None, launcher: str = "local") -> dict:
     """Train `model` in place on tokenised pairs. Returns a summary (steps, pairs, seconds, wrapped model).
 
     With `checkpoint_dir`, state is saved every `optim.save_every` optimizer steps, and a rerun resumes
@@ -108,6 +137,9 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
 
     A non-finite loss or gradient norm raises TrainingDiverged before that update is applied or anything
     after it is saved; Ctrl-C raises TrainingInterrupted. Both name the step and what a rerun will do.
+
+    Under DeepSpeed (`launcher`="zero3", the name each checkpoint records) the model and optimizer are
+    DeepSpeed's engine and ZeRO-3 optimizer around the same torch AdamW; the LambdaLR stays ours.
     """
     o = optim_cfg
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
@@ -117,7 +149,8 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
     accelerator.gradient_accumulation_steps = accum
     loss_fn = LOSSES[loss_cfg.name]
 
-    lengths = [max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in examples]
+    examples = TokenizedPairs.of(examples)  # the memory-mapped token cache (a list of id dicts is converted)
+    lengths = examples.lengths  # numpy, from the length columns: the sampler needs nothing else
     steps_per_epoch = len(examples) // o.global_batch_size
     if steps_per_epoch == 0:
         raise DataError(f"{len(examples)} training pairs is less than one global batch "
@@ -127,14 +160,23 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
         total_steps = min(total_steps, o.max_steps)
     warmup = int(o.warmup_ratio * total_steps)
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    # Matrices decay, vectors do not. ZeRO-3 parameters are empty shards of their `ds_shape`.
+    decay = [p for n, p in model.named_parameters() if len(getattr(p, "ds_shape", p.shape)) >= 2]
+    no_decay = [p for n, p in model.named_parameters() if len(getattr(p, "ds_shape", p.shape)) < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(o.scheduler, warmup, total_steps))
     # The scheduler is deliberately not prepared: accelerate would step it once per process per
     # optimizer step, so the schedule would depend on the world size. We step it once per update.
+    # (Under DeepSpeed, unprepared, it is not DeepSpeed's to step either; it sets the lr of the AdamW param
+    # groups that ZeRO-3 updates.)
+    resume = latest_checkpoint(checkpoint_dir)
+    if resume:  # before any expensive set-up: a checkpoint this launcher cannot load exactly is refused
+        refuse_unloadable(resume[0], resume[1], launcher, world)
     model, optimizer = accelerator.prepare(model, optimizer)
+    if deepspeed:
+        log.info("DeepSpeed config (every \"auto\" filled): %s", json.dumps(accelerator.deepspeed_config, default=str))
     accelerator.register_for_checkpointing(scheduler)
     collate = PairCollator(tokenizer.pad_token_id)
     # running sums since the last log line, summed over ranks when logged: [loss, accuracy, micro-batches]
@@ -142,7 +184,6 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
     nonfinite = torch.zeros((), device=device)  # non-finite losses in the current accumulation window
     threads = torch.get_num_threads()
     step, prior_seconds, prior_pairs = 0, 0.0, 0
-    resume = latest_checkpoint(checkpoint_dir)
     if resume:
         folder, state = resume
         accelerator.load_state(str(folder))
@@ -179,13 +220,21 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
             mine = micro[rank::world]
             done_in_epoch = (step - epoch * steps_per_epoch) * accum  # micro-batches per rank, when resuming
             for idx in mine[done_in_epoch:]:
-                batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx]).items()}
+                batch = {k: v.to(device) for k, v in collate(examples.take(idx)).items()}
                 with accelerator.accumulate(model):
                     r_c, r_r = forward_rewards(model, batch)
                     loss = loss_fn(r_c, r_r, loss_cfg)
+                    if deepspeed and accelerator.sync_gradients:
+                        # DeepSpeed updates inside backward (engine.step): the window's losses are checked
+                        # first. A non-finite gradient norm makes ZeRO-3 skip that update itself (its
+                        # overflow check), and the check below then stops the run.
+                        _check_finite(accelerator, nonfinite + (~torch.isfinite(loss.detach())).float(), 0.0,
+                                      step + 1, total_steps, checkpoint_dir)
                     accelerator.backward(loss)
                     nonfinite += (~torch.isfinite(loss.detach())).float()
                     if accelerator.sync_gradients:
+                        # Under DeepSpeed the clipping was done in backward (gradient_clipping=max_grad_norm);
+                        # this returns the norm its step computed (before clipping, as torch's does).
                         grad_norm = accelerator.clip_grad_norm_(model.parameters(), o.max_grad_norm)
                         _check_finite(accelerator, nonfinite, grad_norm, step + 1, total_steps, checkpoint_dir)
                     optimizer.step()
@@ -208,6 +257,7 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
                 if checkpoint_dir is not None and o.save_every and step % o.save_every == 0 and step < total_steps:
                     state = {"step": step, "seconds": prior_seconds + time.perf_counter() - t0,
                              "pairs": prior_pairs + seen * world, "world_size": world, "threads": threads,
+                             "launcher": launcher,
                              "window": accelerator.reduce(window.clone(), reduction="sum").tolist()}
                     save_checkpoint(accelerator, checkpoint_dir, state, o.keep_checkpoints)
                 if crash_at and step == crash_at and crash_rank in (None, rank):
@@ -229,7 +279,7 @@ def train(accelerator, model, tokenizer, examples: list[dict], optim_cfg, loss_c
             "threads_per_process": threads, "model": model}
 
 
-def distinct_pairs(lengths: list[int], o, seed: int, steps: int, steps_per_epoch: int) -> int:
+def distinct_pairs(lengths, o, seed: int, steps: int, steps_per_epoch: int) -> int:
     """How many different pairs the first `steps` optimizer steps trained on (orders are pure functions of
     the seed and epoch, so this needs no bookkeeping in the loop)."""
     seen: set[int] = set()

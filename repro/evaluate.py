@@ -605,7 +605,7 @@ def score_model(args) -> None:
     rows = rb_source.load(args.data or rb_source.HUB_ID, allow_partial=args.allow_partial)
     rank, world = init_distributed()
     model, tok = load_pretrained(args.model, dtype=args.dtype or "float32", attn_implementation=args.attn,
-                                 trust_remote_code=args.trust_remote_code)
+                                 trust_remote_code=args.trust_remote_code, require_head=True)
     model = to_best_device(model)
     per_example = score_rows(model, tok, rows, batch_size=args.batch_size or 8)
     if world > 1:

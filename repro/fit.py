@@ -18,38 +18,95 @@ from repro import config as config_mod
 log = logging.getLogger(__name__)
 
 
-def curated_pairs(run_dir: Path) -> list[dict]:
-    import pyarrow.parquet as pq
+class CuratedPairs:
+    """A run's curated pairs, left on disk: `pairs.parquet` in the curation's cache folder, read a batch
+    at a time (never whole). `len()` comes from the parquet metadata; `sha256` from the manifest."""
+
+    def __init__(self, path: str | Path, sha256: str):
+        import pyarrow.parquet as pq
+
+        self.path, self.sha256 = Path(path), sha256
+        self.num_rows = pq.read_metadata(self.path).num_rows
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def batches(self, columns, batch_size: int = 8192):
+        from repro.data.tokenize import pair_batches
+
+        return pair_batches(self.path, batch_size, columns)
+
+
+def curated_pairs(run_dir: Path) -> CuratedPairs:
+    import hashlib
 
     manifest = json.loads((run_dir / "data" / "manifest.json").read_text())
-    return pq.read_table(Path(manifest["cache_dir"]) / "pairs.parquet").to_pylist()
+    path = Path(manifest["cache_dir"]) / "pairs.parquet"
+    sha = manifest.get("sha256") or hashlib.sha256(path.read_bytes()).hexdigest()  # older manifests: the file's
+    return CuratedPairs(path, sha)
 
 
-def training_texts(pairs: list[dict]) -> list[str]:
-    """The texts the tiny backbone's tokenizer is trained on: every prompt turn and response."""
-    return [m["content"] for p in pairs for m in p["prompt"]] + [p["chosen"] for p in pairs] + \
-        [p["rejected"] for p in pairs]
+def training_texts(pairs):
+    """The texts the tiny backbone's tokenizer is trained on: every prompt turn, then every chosen and
+    every rejected response. `pairs`: `CuratedPairs` (streamed from its file a batch at a time, a column
+    per pass), an Arrow table or a list of dicts."""
+    if isinstance(pairs, list):
+        yield from (m["content"] for p in pairs for m in p["prompt"])
+        yield from (p["chosen"] for p in pairs)
+        yield from (p["rejected"] for p in pairs)
+        return
+    from repro.data.tokenize import pair_batches
+
+    for column in ("prompt", "chosen", "rejected"):
+        batches = pairs.batches([column]) if isinstance(pairs, CuratedPairs) else pair_batches(pairs, 8192, [column])
+        for batch in batches:
+            values = batch.column(0)
+            yield from (values.flatten().field("content") if column == "prompt" else values).to_pylist()
 
 
 def build_backbone(cfg, pairs: list[dict]):
-    """(model, tokenizer) for `cfg.model`: the tiny offline Llama, or a Hub/local checkpoint."""
-    from repro.model import BACKBONES, build_tiny_backbone, build_tiny_tokenizer, load_pretrained
+    """(model, tokenizer) for `cfg.model`: the tiny offline Llama, or a Hub/local checkpoint, with the model
+    options applied (score-head initialisation, gradient checkpointing).
+
+    A paper backbone loaded by name (no `model.path`) gets its shipped config (`repro.backbones.model_config`:
+    no rank downloads a config) and its shipped chat template. Construction from a config goes through
+    `repro.backbones.build_reward_model` (the tiny model) or `from_pretrained` (the Hub and local
+    checkpoints), the two calls a ZeRO-3 run wraps (`zero.Init`, `HfDeepSpeedConfig`).
+    """
+    from repro import backbones
+    from repro.model import (BACKBONES, build_tiny_backbone, build_tiny_tokenizer, enable_gradient_checkpointing,
+                             init_score_head, load_pretrained)
 
     m = cfg.model
+    head_seed = cfg.seed if m.head_init_seed is None else m.head_init_seed
     hub_id = m.path or BACKBONES[m.name]
     if hub_id is None:
         tok = build_tiny_tokenizer(training_texts(pairs), vocab_size=m.tiny.vocab_size)
         model = build_tiny_backbone(tok, hidden_size=m.tiny.hidden_size, num_layers=m.tiny.num_layers,
                                     num_heads=m.tiny.num_heads, intermediate_size=m.tiny.intermediate_size,
-                                    max_position_embeddings=max(512, cfg.data.max_length), seed=cfg.seed)
-        return model, tok
-    # Weights stay fp32 for training (AdamW needs fp32 master weights: updates of ~1e-6 vanish in bf16);
-    # `model.dtype: bfloat16` means bf16 autocast for the compute (see make_accelerator).
-    return load_pretrained(hub_id, dtype="float32", attn_implementation=m.attn_implementation,
-                           trust_remote_code=m.trust_remote_code)
+                                    max_position_embeddings=max(512, cfg.data.max_length), seed=cfg.seed,
+                                    attn_implementation=m.attn_implementation)
+        if m.head_init:
+            init_score_head(model, m.head_init, head_seed)
+    else:
+        shipped = m.path is None and m.name in backbones.SHIPPED
+        # Weights stay fp32 for training (AdamW needs fp32 master weights: updates of ~1e-6 vanish in bf16);
+        # `model.dtype: bfloat16` means bf16 autocast for the compute (see make_accelerator).
+        model, tok = load_pretrained(hub_id, dtype="float32", attn_implementation=m.attn_implementation,
+                                     trust_remote_code=m.trust_remote_code,
+                                     config=backbones.model_config(m.name) if shipped else None,
+                                     head_init=m.head_init, head_seed=head_seed)
+        if shipped and tok.chat_template != backbones.chat_template(m.name):
+            # the Hub copy changed since the package pinned it: what a run renders must not depend on the day
+            log.warning("%s: the tokenizer's chat template differs from repro/backbones/%s/chat_template.jinja; "
+                        "using the shipped one", hub_id, m.name)
+            tok.chat_template = backbones.chat_template(m.name)
+    if m.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model, tok
 
 
-def make_accelerator(cfg):
+def make_accelerator(cfg, run_dir: Path | None = None):
     import os
 
     import torch
@@ -61,11 +118,46 @@ def make_accelerator(cfg):
         # accelerate imports DeepSpeed when saving; tell it the device so it does not warn on every run
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if cfg.launcher.name == "zero3":
+        return _zero3_accelerator(cfg, run_dir, cpu=cpu)
     # Several CPU workers talk over gloo (the default backend choice would fail without NCCL).
     kwargs = [InitProcessGroupKwargs(backend="gloo")] if cpu and distributed else []
     # Compute dtype on GPU as autocast over fp32 weights (fp16 adds accelerate's loss scaler); CPU: fp32.
     mixed = "no" if cpu else {"bfloat16": "bf16", "float16": "fp16"}.get(cfg.model.dtype, "no")
     return Accelerator(cpu=cpu, mixed_precision=mixed, kwargs_handlers=kwargs)
+
+
+def _zero3_accelerator(cfg, run_dir: Path | None, *, cpu: bool):
+    """The Accelerator of a `launcher=zero3` worker: DeepSpeed's engine with RUN_DIR/deepspeed.json.
+
+    Precision is the DeepSpeed config's (bf16/fp16 from `model.dtype` on CUDA, fp32 on CPU), not an
+    autocast. On CPU the workers talk over gloo; accelerate's `cpu=True` would switch DeepSpeed off, so
+    the CPU is chosen by DeepSpeed's CPU accelerator instead (repro.launch.zero3_command hides the GPUs),
+    without the C++ op DeepSpeed would otherwise compile on first use (`repro.zero3.skip_shm_comm_build`).
+    """
+    import os
+    import warnings
+
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType, InitProcessGroupKwargs
+
+    from repro import zero3
+
+    if run_dir is None or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        raise RuntimeError("launcher=zero3 workers are started by `accelerate launch --use_deepspeed` (python -m "
+                           "repro.train starts them and prints the command)")
+    if cpu:
+        zero3.skip_shm_comm_build()
+    # DeepSpeed's collectives call torch.distributed functions that torch 2.13 deprecates, each call a
+    # warning in fit.log that a user can do nothing about
+    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)` "
+                            "is deprecated", category=FutureWarning)
+    kwargs = [InitProcessGroupKwargs(backend="gloo")] if cpu else []
+    accelerator = Accelerator(deepspeed_plugin=zero3.plugin(cfg, Path(run_dir) / zero3.CONFIG_FILE),
+                              kwargs_handlers=kwargs)
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        raise RuntimeError(f"launcher=zero3: accelerate started {accelerator.distributed_type.value}, not DeepSpeed")
+    return accelerator
 
 
 def set_cpu_threads(cfg) -> int:
@@ -80,28 +172,48 @@ def set_cpu_threads(cfg) -> int:
     return torch.get_num_threads()
 
 
+def token_cache_root(run_dir: Path, pairs: CuratedPairs) -> Path:
+    """Where the token caches of a run's data live: `tokenized/` beside the curated pairs (shared by every
+    run of the same data), or the run's own `data/tokenized/` when that folder is read-only."""
+    import os
+
+    return pairs.path.parent / "tokenized" if os.access(pairs.path.parent, os.W_OK) else run_dir / "data" / "tokenized"
+
+
 def fit(run_dir: str | Path) -> dict:
     from accelerate.utils import set_seed
 
-    from repro.data.tokenize import tokenize_pairs
+    from repro.data.tokenize import tokenized_pairs
     from repro.engine import train
     from repro.results import MetricsLog, atomic_write_json, discard, update_json
+    from repro.zero3 import sharded_construction
 
     run_dir = Path(run_dir)
     cfg = config_mod.load(run_dir / "config.yaml")
     threads = set_cpu_threads(cfg)
-    accelerator = make_accelerator(cfg)
+    accelerator = make_accelerator(cfg, run_dir)
     if accelerator.is_main_process:
         update_json(run_dir / "env.json", torch_threads_per_process=threads)
     set_seed(cfg.seed)
     pairs = curated_pairs(run_dir)
-    model, tokenizer = build_backbone(cfg, pairs)
-    examples, drops = tokenize_pairs(tokenizer, pairs, cfg.data.max_length)
-    if drops:
+    with sharded_construction(cfg, accelerator):  # ZeRO-3: partitioned as built; no rank holds the whole model
+        model, tokenizer = build_backbone(cfg, pairs)
+    if cfg.launcher.name == "zero3":
+        from repro.zero3 import partition_report
+
+        log.info("ZeRO-3 rank %d of %d, as built: %s", accelerator.process_index, accelerator.num_processes,
+                 json.dumps(partition_report(model)))
+    # Tokenised once: the main process writes the token cache (or finds it from an earlier run) while the
+    # others wait, then every process memory-maps it.
+    with accelerator.main_process_first():
+        examples = tokenized_pairs(tokenizer, pairs.path, cfg.data.max_length, data_sha256=pairs.sha256,
+                                   cache_root=token_cache_root(run_dir, pairs), write=accelerator.is_main_process)
+    drops = examples.dropped
+    if drops and accelerator.is_main_process:
         log.warning("tokenisation dropped %d pairs: %s", sum(drops.values()), dict(drops))
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=accelerator.is_main_process)
     summary = train(accelerator, model, tokenizer, examples, cfg.optim, cfg.loss, seed=cfg.seed, metrics=metrics,
-                    checkpoint_dir=run_dir / "checkpoints")
+                    checkpoint_dir=run_dir / "checkpoints", launcher=cfg.launcher.name)
     wrapped = summary.pop("model")  # as prepared by accelerate (DDP-wrapped on several processes)
 
     out = run_dir / "model"
@@ -119,6 +231,7 @@ def fit(run_dir: str | Path) -> dict:
     if accelerator.is_main_process:
         tokenizer.save_pretrained(out)
         summary.update(pairs_in=len(pairs), pairs_available=len(examples), tokenize_dropped=dict(drops),
+                       token_cache=str(examples.folder), token_cache_reused=examples.reused,
                        world_size=accelerator.num_processes)
         atomic_write_json(run_dir / "train.json", summary)
         # The final model is saved: resumable checkpoints (model + optimizer state) are no longer needed.

@@ -84,6 +84,22 @@ def curate_into(cfg, run_dir: Path) -> dict:
     return manifest
 
 
+def release_memory() -> None:
+    """Collect what is unreachable and hand the CUDA allocator's cached blocks back to the device.
+
+    The driver evaluates in its own process (any launcher, and `repro.evaluate --run-dir`, score the same
+    way), then goes on: a sweep on Hydra's basic launcher runs its next point in this process, and that
+    point's training workers are other processes, which cannot use memory this process's allocator still
+    caches. Evaluation therefore drops its model and calls this before it returns. A no-op without CUDA.
+    """
+    import gc
+
+    import torch
+
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
 def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
     """Score the run's saved model on RewardBench; return the run's own result (final.json's content).
 
@@ -110,9 +126,14 @@ def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
     writable_dir(run_dir / "eval", "eval folder")
     rows = rb_source.load(cfg.eval.path, cfg.eval.split, allow_partial=cfg.eval.allow_partial)
     model, tokenizer = load_pretrained(str(run_dir / "model"), dtype=cfg.model.dtype,
-                                       attn_implementation=cfg.model.attn_implementation)
+                                       attn_implementation=cfg.model.attn_implementation, require_head=True)
     model = to_best_device(model, cpu=cfg.launcher.cpu)
-    per_example = score_rows(model, tokenizer, rows, batch_size=cfg.eval.batch_size, max_length=cfg.eval.max_length)
+    try:
+        per_example = score_rows(model, tokenizer, rows, batch_size=cfg.eval.batch_size,
+                                 max_length=cfg.eval.max_length)
+    finally:
+        del model  # the driver scores in its own process: free the model before the next sweep point
+        release_memory()
     if finished or weights != own:
         rescored = summarize(per_example, weights=weights)
         folder = rescore_dir(run_dir, weights)

@@ -88,7 +88,7 @@ def score_fn(model_path: str, cfg):
 
         if "model" not in state:
             model, tok = load_pretrained(model_path, dtype=cfg.model.dtype,
-                                         attn_implementation=cfg.model.attn_implementation)
+                                         attn_implementation=cfg.model.attn_implementation, require_head=True)
             state["model"], state["tok"] = to_best_device(model, cpu=cfg.launcher.cpu), tok
         rows = [{"id": r["id"], "subset": r["source"], "prompt": r["prompt"], "chosen": r["chosen"],
                  "rejected": r["rejected"]} for r in pairs.select(["id", "source", "prompt", "chosen",

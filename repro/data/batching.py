@@ -2,12 +2,15 @@
 
 A batch of B pairs becomes one (2B, T) tensor: rows 0..B-1 are the chosen conversations, rows B..2B-1
 the rejected ones, right-padded with the pad token (never EOS). The reward model pools the rightmost
-non-pad token of each row.
+non-pad token of each row. A batch is a list of {"chosen_ids", "rejected_ids"} dicts (evaluation) or
+the rows of the token cache as an Arrow table (`TokenizedPairs.take`, training); both give the same
+tensors.
 """
 from __future__ import annotations
 
 import random
 
+import numpy as np
 import torch
 
 
@@ -15,7 +18,9 @@ class PairCollator:
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
 
-    def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, batch) -> dict[str, torch.Tensor]:
+        if not isinstance(batch, list):
+            return self._from_arrow(batch)
         seqs = [b["chosen_ids"] for b in batch] + [b["rejected_ids"] for b in batch]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
@@ -25,13 +30,30 @@ class PairCollator:
             mask[i, : len(s)] = 1
         return {"input_ids": ids, "attention_mask": mask}
 
+    def _from_arrow(self, table) -> dict[str, torch.Tensor]:
+        """Pad the `chosen_ids` then `rejected_ids` lists of an Arrow table or record batch, with numpy:
+        one copy of the token ids, no Python loop over tokens or rows."""
+        import pyarrow.compute as pc
 
-def length_grouped_order(lengths: list[int], batch_size: int, seed: int, mega: int = 50) -> list[int]:
+        from repro.data.tokenize import int32_values
+
+        cols = [table.column(k) for k in ("chosen_ids", "rejected_ids")]
+        lens = np.concatenate([int32_values(pc.list_value_length(c)) for c in cols]).astype(np.int64)
+        values = np.concatenate([int32_values(pc.list_flatten(c)) for c in cols])
+        mask = np.arange(int(lens.max())) < lens[:, None]
+        ids = np.full(mask.shape, self.pad_token_id, dtype=np.int64)
+        ids[mask] = values  # row-major: row by row, each row's tokens in order
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+
+
+def length_grouped_order(lengths, batch_size: int, seed: int, mega: int = 50) -> list[int]:
     """A shuffled order whose consecutive `batch_size` chunks have similar lengths (less padding).
 
     Shuffle, cut into mega-batches of `mega * batch_size`, sort each by length (longest first), then
-    shuffle the order of the resulting batches. Deterministic for a seed.
+    shuffle the order of the resulting batches. Deterministic for a seed. `lengths`: a list or a numpy
+    array (the token cache's length column).
     """
+    lengths = lengths.tolist() if isinstance(lengths, np.ndarray) else lengths
     rng = random.Random(seed)
     idx = list(range(len(lengths)))
     rng.shuffle(idx)
