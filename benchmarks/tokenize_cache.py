@@ -22,7 +22,7 @@ page cache shares between all processes of a machine), sampled every 20 ms by a 
 the process after importing torch/transformers and loading the tokenizer, before any data.
 - `list`: today's path (the code before the token cache): `pq.read_table(...).to_pylist()`, then
   `tokenize_pairs` (one pair at a time) into lists of ints, then the lengths list. Every rank did this.
-  Run up to `--list-max` pairs (at 700K it needs ~30 GB per rank, more than this 24 GiB machine has).
+  Run up to `--list-max` pairs (at 700K it would need ~46 GiB per rank, more than this 24 GiB machine has).
 - `rank0`: `tokenized_pairs(write=True)`: render and encode a batch of 1,024 pairs at a time from the
   parquet file, write `tokens.arrow` (int32), memory-map it, lengths from its length column.
 - `rank1`, started at the same moment: waits (polls for the cache's `meta.json`, as the other ranks
