@@ -334,7 +334,7 @@ def test_sweep_on_the_4_node_preset_runs_every_point_on_4_nodes(monkeypatch):
     monkeypatch.setenv("SLURM_NNODES", "4")  # as in the job's batch script
     for point, local in zip(points, one_machine):
         cfg = config_mod.compose([o for o in point if not o.startswith("hydra")])
-        assert (cfg.launcher.name, cfg.launcher.num_processes, cfg.launcher.num_machines) == ("accelerate", 8, 4)
+        assert (cfg.launcher.name, cfg.launcher.num_processes, cfg.launcher.num_machines) == ("zero3", 8, 4)  # the paper presets shard with ZeRO-3
         assert run_dir_for("runs", cfg.experiment.name, point, cfg.seed) == \
             run_dir_for("runs", cfg.experiment.name, local, cfg.seed)
     monkeypatch.delenv("SLURM_NNODES")
