@@ -268,7 +268,9 @@ def read_per_example(path: str | Path):
         elif name.endswith(".csv"):
             df = pd.read_csv(f)
         else:  # .json may hold one object per line, as `datasets.Dataset.to_json` writes the official files
-            lines = name.endswith(".jsonl") or f.read_text().lstrip()[:1] not in ("[", "")
+            with f.open("rb") as fh:  # the first non-blank byte says which: an array, or one object a line
+                head = fh.read(4096).lstrip()[:1]
+            lines = name.endswith(".jsonl") or head not in (b"[", b"")
             df = pd.read_json(f, lines=lines)
     except (OSError, ValueError) as e:  # pyarrow's and pandas' errors do not name the file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -357,11 +359,10 @@ def seed_runs(path: str | Path) -> list[Path] | None:
     return runs
 
 
-def read_arm(path: str | Path, weights: str):
+def read_arm(path: str | Path, weights: str, runs: list[Path] | None):
     """(per-example frame, seeds) for one side of a comparison. A seed group gives the mean correctness of
     each example over its seeds (multiples of 1/k) and seeds = {"runs", "per_seed": {key: [value per seed]}};
-    a single result gives its 0/1 correctness and seeds = None."""
-    runs = seed_runs(path)
+    a single result gives its 0/1 correctness and seeds = None. `runs`: `seed_runs(path)`."""
     if runs is None:
         return read_per_example(path), None
     names = [d.name for d in runs]
@@ -410,11 +411,12 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, weights: str | None = 
             "mcnemar": mcnemar(merged["subset"], merged["a"], merged["b"])}
 
 
-def _one_weighting(paths, weights: str | None) -> str:
+def _one_weighting(paths, weights: str | None, groups: dict | None = None) -> str:
     """`weights` if given, else the one weighting every evaluated folder was scored under (files: current)."""
     if weights is not None:
         return weights
-    used = {weighting_of(r) for p in paths for r in (seed_runs(p) or [p])}
+    groups = groups if groups is not None else {p: seed_runs(p) for p in paths}
+    used = {weighting_of(r) for p in paths for r in (groups[p] or [p])}
     if len(used) > 1:
         raise ValueError(f"{', '.join(map(str, paths))} were scored with different weightings {sorted(used)}; "
                          "pass --weights to compare them under one")
@@ -432,8 +434,9 @@ def compare_arms(base: str | Path, others: list[str | Path], *, weights: str | N
     names = [str(p) for p in paths]
     if len(set(names)) != len(names):
         raise ValueError("--compare: an arm is listed twice")
-    weights = _one_weighting(paths, weights)
-    read = {n: read_arm(p, weights) for n, p in zip(names, paths)}
+    groups = {p: seed_runs(p) for p in paths}  # each group's configs are read and checked once
+    weights = _one_weighting(paths, weights, groups)
+    read = {n: read_arm(p, weights, groups[p]) for n, p in zip(names, paths)}
     merged = matched({n: frame for n, (frame, _) in read.items()})
     seeds = {n: info for n, (_, info) in read.items() if info is not None}
     resolution = math.lcm(*(len(info["runs"]) for info in seeds.values())) if seeds else 1
