@@ -138,6 +138,11 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     global_batch_size: int = 128      # paper [S]: pairs per optimizer step, fixed across world sizes
     per_device_batch_size: int = 1    # pairs per device per micro-step; accumulation fills the rest
+    # The micro-batch layout. false: one (2B, T) tensor, right-padded to its longest conversation. true: the
+    # 2B conversations end to end in one row, attention confined to each (repro.data.batching): no padding,
+    # the same rewards up to float rounding. For flash_attention_2 (variable-length kernels); eager and sdpa
+    # build an N x N mask over the row's N tokens (exact, fine on CPU, costly for long rows on GPU).
+    padding_free: bool = False
     epochs: int = 2                   # paper [S]
     warmup_ratio: float = 0.03        # our default (not reported)
     scheduler: str = "cosine"         # paper [S]

@@ -52,11 +52,42 @@ def lr_lambda(kind: str, warmup: int, total: int):
 
 
 def forward_rewards(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards of the chosen and rejected halves of a concatenated batch, in float32."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    rewards = logits.squeeze(-1).float()
+    """Rewards of the chosen and rejected halves of a concatenated batch, in float32.
+
+    A padded batch (`attention_mask`) is pooled by the model itself (its rightmost non-pad token per row).
+    A padding-free batch (`position_ids`, `ends`: `repro.data.batching.packed`) is one row holding every
+    conversation, which the model's pooling would read once: the score head's per-token output is taken
+    instead (a forward hook on `score`, so the call still goes through the DDP / DeepSpeed wrapper) and
+    read at each conversation's last token. The KV cache is off: transformers detects the packed
+    conversations from the position ids only without one.
+    """
+    if "position_ids" not in batch:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        rewards = logits.squeeze(-1).float()
+    else:
+        captured = []
+        hook = score_head(model).register_forward_hook(lambda _module, _args, out: captured.append(out))
+        try:
+            model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
+        finally:
+            hook.remove()
+        if len(captured) != 1:
+            raise RuntimeError(f"the score head ran {len(captured)} times in one forward pass (expected once)")
+        rewards = captured[0][0, batch["ends"], 0].float()
     half = rewards.shape[0] // 2
     return rewards[:half], rewards[half:]
+
+
+def score_head(model) -> torch.nn.Module:
+    """The `score` Linear of a reward model, under any wrapper (DDP, DeepSpeed's engine: `.module`)."""
+    inner = model
+    while not hasattr(inner, "score") and hasattr(inner, "module"):
+        inner = inner.module
+    head = getattr(inner, "score", None)
+    if not isinstance(head, torch.nn.Module):
+        raise TypeError(f"{type(inner).__name__} has no `score` head: optim.padding_free needs a "
+                        "*ForSequenceClassification model")
+    return head
 
 
 CRASH_ENV = "REPRO_CRASH_AT_STEP"  # testing aid, see _crash_point
@@ -178,7 +209,7 @@ def train(accelerator, model, tokenizer, examples: TokenizedPairs, optim_cfg, lo
     if deepspeed:
         log.info("DeepSpeed config (every \"auto\" filled): %s", json.dumps(accelerator.deepspeed_config, default=str))
     accelerator.register_for_checkpointing(scheduler)
-    collate = PairCollator(tokenizer.pad_token_id)
+    collate = PairCollator(tokenizer.pad_token_id, padding_free=o.padding_free)
     # running sums since the last log line, summed over ranks when logged: [loss, accuracy, micro-batches]
     window = torch.zeros(3, device=device)
     nonfinite = torch.zeros((), device=device)  # non-finite losses in the current accumulation window

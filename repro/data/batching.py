@@ -5,6 +5,13 @@ the rejected ones, right-padded with the pad token (never EOS). The reward model
 non-pad token of each row. A batch is a list of {"chosen_ids", "rejected_ids"} dicts (evaluation) or
 the rows of the token cache as an Arrow table (`TokenizedPairs.take`, training); both give the same
 tensors.
+
+Padding-free (`PairCollator(..., padding_free=True)`, `optim.padding_free`): the 2B conversations are
+laid end to end in one (1, N) row, N = the sum of their lengths, with `position_ids` restarting at 0 for
+each conversation and no attention mask; transformers then confines every token's attention to its own
+conversation (block-diagonal: flash-attention's variable-length kernels, or an explicit mask for eager and
+sdpa). `ends` holds the index of each conversation's last token, where its reward is read (chosen first,
+then rejected). No token is padding; the rewards equal the padded layout's up to float rounding.
 """
 from __future__ import annotations
 
@@ -15,13 +22,17 @@ import torch
 
 
 class PairCollator:
-    def __init__(self, pad_token_id: int):
+    def __init__(self, pad_token_id: int, *, padding_free: bool = False):
         self.pad_token_id = pad_token_id
+        self.padding_free = padding_free
 
     def __call__(self, batch) -> dict[str, torch.Tensor]:
         if not isinstance(batch, list):
             return self._from_arrow(batch)
         seqs = [b["chosen_ids"] for b in batch] + [b["rejected_ids"] for b in batch]
+        if self.padding_free:
+            return packed(np.fromiter((t for s in seqs for t in s), dtype=np.int64),
+                          np.array([len(s) for s in seqs], dtype=np.int64))
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -40,10 +51,24 @@ class PairCollator:
         cols = [table.column(k) for k in ("chosen_ids", "rejected_ids")]
         lens = np.concatenate([int32_values(pc.list_value_length(c)) for c in cols]).astype(np.int64)
         values = np.concatenate([int32_values(pc.list_flatten(c)) for c in cols])
+        if self.padding_free:
+            return packed(values.astype(np.int64), lens)
         mask = np.arange(int(lens.max())) < lens[:, None]
         ids = np.full(mask.shape, self.pad_token_id, dtype=np.int64)
         ids[mask] = values  # row-major: row by row, each row's tokens in order
         return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+
+
+def packed(values: np.ndarray, lens: np.ndarray) -> dict[str, torch.Tensor]:
+    """The padding-free batch of conversations whose token ids, end to end, are `values` (int64) and whose
+    lengths are `lens`: input_ids and position_ids of shape (1, N), and `ends`, each conversation's last index."""
+    if (lens < 1).any():
+        raise ValueError("an empty conversation cannot be packed (it has no token to read a reward from)")
+    ends = np.cumsum(lens) - 1
+    starts = ends - lens + 1
+    positions = np.arange(len(values), dtype=np.int64) - np.repeat(starts, lens)
+    return {"input_ids": torch.from_numpy(values)[None], "position_ids": torch.from_numpy(positions)[None],
+            "ends": torch.from_numpy(ends)}
 
 
 def length_grouped_order(lengths, batch_size: int, seed: int, mega: int = 50) -> list[int]:
