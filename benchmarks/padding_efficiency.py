@@ -60,12 +60,13 @@ TEMPLATE_PER_MESSAGE, TEMPLATE_BOS = 5, 1  # <|start_header_id|>role<|end_header
 HS2_PROMPT_MESSAGES = ((1, 3, 5), (0.3, 0.45, 0.25))  # mean 2.9
 
 
-def table1_lengths(n_pairs: int, seed: int = 0, rho: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(chosen tokens, rejected tokens) per pair of a Table-1-like mix of `n_pairs`, and the mix used."""
+def table1_lengths(n_pairs: int, seed: int = 0, rho: float = 0.0, *, shared: bool = False):
+    """(chosen tokens, rejected tokens) per pair of a Table-1-like mix of `n_pairs`, and the mix used; with
+    `shared`, also the tokens the two conversations share (template, prompt turns) and the prompt messages."""
     rng = np.random.default_rng(seed)
     total = sum(v[0] for v in TABLE1.values())
     counts = {k: round(n_pairs * v[0] / total) for k, v in TABLE1.items()}
-    chosen, rejected = [], []
+    chosen, rejected, bases, n_messages = [], [], [], []
     for name, (_, p_mean, r_mean) in TABLE1.items():
         n = counts[name]
         prompt = rng.gamma(PROMPT_SHAPE, p_mean / PROMPT_SHAPE, n)
@@ -82,9 +83,11 @@ def table1_lengths(n_pairs: int, seed: int = 0, rho: float = 0.0) -> tuple[np.nd
         base = np.maximum(np.rint(prompt), 1) + overhead
         chosen.append(base + np.maximum(np.rint(c), 1))
         rejected.append(base + np.maximum(np.rint(r), 1))
+        bases.append(base)
+        n_messages.append(messages)
     order = rng.permutation(sum(counts.values()))  # sources interleaved, as in a curated set
-    return (np.concatenate(chosen)[order].astype(np.int64), np.concatenate(rejected)[order].astype(np.int64),
-            counts)
+    out = tuple(np.concatenate(x)[order].astype(np.int64) for x in (chosen, rejected, bases, n_messages))
+    return (*out, counts) if shared else (out[0], out[1], counts)
 
 
 def efficiency(order: list[int] | np.ndarray, chosen: np.ndarray, rejected: np.ndarray, micro: int) -> dict:

@@ -198,6 +198,11 @@ def fit(run_dir: str | Path) -> dict:
     pairs = curated_pairs(run_dir)
     with sharded_construction(cfg, accelerator):  # ZeRO-3: partitioned as built; no rank holds the whole model
         model, tokenizer = build_backbone(cfg, pairs)
+    if cfg.optim.padding_free and accelerator.device.type == "cuda" and model.config._attn_implementation != \
+            "flash_attention_2":
+        log.warning("optim.padding_free=true with model.attn_implementation=%s: each micro-batch's row of N tokens "
+                    "gets an N x N attention mask (exact, but attention costs the whole row's square); "
+                    "flash_attention_2 attends each conversation alone", model.config._attn_implementation)
     if cfg.launcher.name == "zero3":
         from repro.zero3 import partition_report
 
@@ -258,19 +263,27 @@ def main(argv: list[str] | None = None) -> int:
     if "LOCAL_RANK" in os.environ:  # started by a launcher: never outlive it, or a rerun finds us writing
         die_with_parent(signal.SIGKILL)
     rank = os.environ.get("RANK", "0")
-    # One line per stopped worker, in a form the driver reads back from fit.log (repro.launch.STOP_LINE).
+
+    def stop_line(kind: str, message: str) -> None:
+        """One line per stopped worker, in the form the driver reads back from fit.log (repro.launch.STOP_LINE),
+        written with one write(2) call: the ranks share the log, and print's separate writes of the text and
+        the newline could interleave with another rank's line."""
+        sys.stderr.flush()
+        message = " ".join(message.split("\n"))
+        os.write(2, f"stopped (rank {rank}, {kind}): {message}\n".encode(errors="replace"))
+
     try:
         fit(argv[0])
     except TrainingStopped as e:
-        print(f"stopped (rank {rank}, {type(e).__name__}): {e}", file=sys.stderr, flush=True)
+        stop_line(type(e).__name__, str(e))
         return e.exit_code
     except KeyboardInterrupt:  # outside the training loop (loading, saving)
-        print(f"stopped (rank {rank}, TrainingInterrupted): interrupted", file=sys.stderr, flush=True)
+        stop_line("TrainingInterrupted", "interrupted")
         return 130
     except Exception as e:
         log.exception("worker failed")
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(f"stopped (rank {rank}, error): {type(e).__name__}: {first}", file=sys.stderr, flush=True)
+        stop_line("error", f"{type(e).__name__}: {first}")
         return 1
     return 0
 

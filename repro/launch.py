@@ -478,3 +478,20 @@ def launch_zero3(run_dir: Path, cfg) -> None:
 
 
 LAUNCHERS = {"local": launch_local, "accelerate": launch_accelerate, "zero3": launch_zero3}
+
+
+def check_machine(cfg, environ=None) -> None:
+    """What the launcher needs from the machine a run executes on, checked before the run curates anything
+    (at scale curation takes a while): DeepSpeed for launcher=zero3, and a SLURM allocation of
+    `launcher.num_machines` nodes with srun for several machines. LaunchError, one line naming the key.
+
+    Not part of the whole command's check (`repro.train.preflight`): a sweep submitted to SLURM is checked
+    on the submitting host, outside the allocations its points will run in."""
+    if cfg.launcher.name == "zero3":
+        from repro import zero3
+
+        reason = zero3.unavailable()
+        if reason:
+            raise LaunchError(reason)
+    if cfg.launcher.num_machines > 1:
+        slurm_allocation(cfg, environ)

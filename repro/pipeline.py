@@ -231,13 +231,15 @@ def run(cfg, run_dir: str | Path) -> tuple[dict, bool]:
 def _run_locked(cfg, run_dir: Path) -> dict:
     from repro.data.sources import rewardbench as rb_source
     from repro.fit import set_cpu_threads
-    from repro.launch import LAUNCHERS
+    from repro.launch import LAUNCHERS, check_machine
     from repro.results import discard
 
+    trained = (run_dir / "train.json").is_file() and (run_dir / "model").is_dir()
+    if cfg.force or not trained:  # what the launcher needs here (DeepSpeed, the SLURM allocation), before curating
+        check_machine(cfg)
     # The evaluation set is read and validated before anything is trained: an unreachable or broken one
     # costs seconds, not a training run.
     rb_source.load(cfg.eval.path, cfg.eval.split, allow_partial=cfg.eval.allow_partial)
-    trained = (run_dir / "train.json").is_file() and (run_dir / "model").is_dir()
     if run_dir.exists() and cfg.force:
         print(f"force=true: discarding the previous run in {run_dir}", flush=True)
         discard(run_dir)

@@ -155,6 +155,20 @@ def test_several_machines_outside_an_allocation_stop_before_any_work(tmp_path, m
     assert list(tmp_path.iterdir()) == []  # nothing written, nothing started
 
 
+def test_a_run_outside_an_allocation_stops_before_it_curates(tmp_path):
+    """The driver checks the machine (`repro.launch.check_machine`) before curation, not when it launches."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    proc = subprocess.run([sys.executable, "-m", "repro.train", "launcher=accelerate", "launcher.num_machines=2",
+                           "launcher.num_processes=1",
+                           "launcher.cpu=true", "runs_root=runs"], cwd=tmp_path, env={**env, "TQDM_DISABLE": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "launcher.num_machines=2: several machines are started by srun" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    run_dir = tmp_path / "runs" / "tiny"
+    assert not list(run_dir.rglob("manifest.json")) and not list(run_dir.rglob("config.yaml"))
+
+
 # ---------------------------------------------------------------------------------------------------
 # The command each node runs
 

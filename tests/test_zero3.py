@@ -158,10 +158,10 @@ def test_zero3_command_line():
 
 
 def test_offload_is_a_zero3_setting():
-    d = config_mod.to_dict(config_mod.compose(["launcher=accelerate"]))
-    d["launcher"]["offload_optimizer"] = True  # e.g. a hand-edited config.yaml (Hydra refuses the override)
-    with pytest.raises(ConfigError, match="launcher.offload_optimizer=true applies to launcher=zero3"):
-        config_mod.from_dict(d)
+    for launcher in ("accelerate", "local"):  # every launcher group has the key: the check names it, not Hydra
+        with pytest.raises(ConfigError, match=f"launcher.offload_optimizer=true applies to launcher=zero3 "
+                                              f"\\(DeepSpeed\\), not launcher={launcher}"):
+            config_mod.compose([f"launcher={launcher}", "launcher.offload_optimizer=true"])
     assert config_mod.compose(["launcher=zero3", "launcher.cpu=true"]).launcher.num_processes == 2
 
 
