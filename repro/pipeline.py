@@ -100,14 +100,15 @@ def release_memory() -> None:
     torch.cuda.empty_cache()
 
 
-def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
+def evaluate_run(run_dir: str | Path, *, weights: str | None = None, rows=None) -> dict:
     """Score the run's saved model on RewardBench; return the run's own result (final.json's content).
 
     A run without final.json is completed under its own eval.weights: eval/, then final.json (last).
     A finished run's result is never replaced, so final.json always matches config.yaml: scores under
     another `weights`, and any re-scoring of a finished run, go to eval/rescore-<weights>/ beside it
     (per_example.parquet, subsets.json, run_rm.json, then summary.json). Bad input stops before the model
-    is loaded.
+    is loaded. `rows`: the evaluation set already loaded and validated from this run's `eval.*` (the
+    driver reads it before training); read here otherwise.
     """
     from repro.data.sources import rewardbench as rb_source
     from repro.evaluate import rescore_dir, score_rows, summarize, to_best_device, write_eval
@@ -124,7 +125,8 @@ def evaluate_run(run_dir: str | Path, *, weights: str | None = None) -> dict:
         raise ModelError(f"{run_dir} has no model/: training did not finish (rerun its python -m repro.train "
                          "command to finish it)")
     writable_dir(run_dir / "eval", "eval folder")
-    rows = rb_source.load(cfg.eval.path, cfg.eval.split, allow_partial=cfg.eval.allow_partial)
+    if rows is None:
+        rows = rb_source.load(cfg.eval.path, cfg.eval.split, allow_partial=cfg.eval.allow_partial)
     model, tokenizer = load_pretrained(str(run_dir / "model"), dtype=cfg.model.dtype,
                                        attn_implementation=cfg.model.attn_implementation, require_head=True)
     model = to_best_device(model, cpu=cfg.launcher.cpu)
@@ -239,7 +241,7 @@ def _run_locked(cfg, run_dir: Path) -> dict:
         check_machine(cfg)
     # The evaluation set is read and validated before anything is trained: an unreachable or broken one
     # costs seconds, not a training run.
-    rb_source.load(cfg.eval.path, cfg.eval.split, allow_partial=cfg.eval.allow_partial)
+    eval_rows = rb_source.load(cfg.eval.path, cfg.eval.split, allow_partial=cfg.eval.allow_partial)
     if run_dir.exists() and cfg.force:
         print(f"force=true: discarding the previous run in {run_dir}", flush=True)
         discard(run_dir)
@@ -265,7 +267,7 @@ def _run_locked(cfg, run_dir: Path) -> dict:
             log.info("curated %d pairs (%d dropped) for data=%s", manifest["pairs"], manifest["dropped"],
                      cfg.data.name)
             LAUNCHERS[cfg.launcher.name](run_dir, cfg)
-        final = evaluate_run(run_dir)
+        final = evaluate_run(run_dir, rows=eval_rows)  # the set validated above: read once per run
         MetricsLog(run_dir / "metrics.jsonl").log(final["train"].get("steps") or 0, "eval",
                                                   **final["sections"], Score=final["Score"])
         return final

@@ -193,3 +193,35 @@ def test_evaluation_frees_its_model_before_emptying_the_cuda_cache(tmp_path, mon
         torch.set_num_threads(threads)
     assert len(alive) == 1 and at_release == [True]  # freed first, then the cache emptied, once
     assert final["eval"]["examples"] > 0 and (run_dir / "final.json").is_file()
+
+
+def test_a_run_reads_its_evaluation_set_once(tmp_path, monkeypatch):
+    """The driver validates the evaluation set before training and scores the same rows after it: one read."""
+    import json
+
+    import torch
+
+    import repro.model
+    from repro import pipeline
+    from repro.data.sources import rewardbench as rb_source
+
+    monkeypatch.chdir(tmp_path)
+    cfg = config_mod.compose(["eval.max_length=64", "optim.max_steps=1"])
+    run_dir = tmp_path / "run"
+    config_mod.save(cfg, (run_dir / "config.yaml", run_dir.mkdir())[0])
+    tok = repro.model.build_tiny_tokenizer(["a chosen answer", "a rejected answer", "what is it?"] * 20,
+                                           vocab_size=cfg.model.tiny.vocab_size)
+    model = repro.model.build_tiny_backbone(tok, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    model.save_pretrained(run_dir / "model")
+    tok.save_pretrained(run_dir / "model")
+    (run_dir / "train.json").write_text(json.dumps({"steps": 1}))  # trained earlier: the run only evaluates
+    reads = []
+    load = rb_source.load
+    monkeypatch.setattr(rb_source, "load", lambda *a, **k: (reads.append(a), load(*a, **k))[1])
+    threads = torch.get_num_threads()
+    try:
+        final, skipped = pipeline.run(cfg, run_dir)
+    finally:
+        torch.set_num_threads(threads)
+    assert not skipped and final["eval"]["examples"] > 0
+    assert reads == [(cfg.eval.path, cfg.eval.split)]
