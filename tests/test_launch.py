@@ -156,6 +156,18 @@ def test_every_launcher_key_stays_out_of_the_run_name_and_the_config_check(monke
 # ---------------------------------------------------------------------------------------------------
 # Between sweep points: evaluation in the driver hands its memory back
 
+def trained_run_dir(run_dir, cfg):
+    """A run dir as training leaves it, without training: `cfg` frozen, a one-layer tiny model saved."""
+    import repro.model
+
+    config_mod.save(cfg, (run_dir / "config.yaml", run_dir.mkdir())[0])
+    tok = repro.model.build_tiny_tokenizer(["a chosen answer", "a rejected answer", "what is it?"] * 20,
+                                           vocab_size=cfg.model.tiny.vocab_size)
+    model = repro.model.build_tiny_backbone(tok, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    model.save_pretrained(run_dir / "model")
+    tok.save_pretrained(run_dir / "model")
+    return run_dir
+
 def test_evaluation_frees_its_model_before_emptying_the_cuda_cache(tmp_path, monkeypatch):
     """The driver scores the trained model in its own process, then goes on to the next sweep point,
     whose training workers are other processes and need the GPU memory. The model must be gone when the
@@ -167,14 +179,7 @@ def test_evaluation_frees_its_model_before_emptying_the_cuda_cache(tmp_path, mon
     from repro.pipeline import evaluate_run
 
     cfg = config_mod.compose(["eval.max_length=64"])  # short rows: the test is about memory, not scores
-    run_dir = tmp_path / "run"
-    config_mod.save(cfg, (run_dir / "config.yaml", run_dir.mkdir())[0])
-    tok = repro.model.build_tiny_tokenizer(["a chosen answer", "a rejected answer", "what is it?"] * 20,
-                                           vocab_size=cfg.model.tiny.vocab_size)
-    model = repro.model.build_tiny_backbone(tok, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
-    model.save_pretrained(run_dir / "model")
-    tok.save_pretrained(run_dir / "model")
-    del model
+    run_dir = trained_run_dir(tmp_path / "run", cfg)
 
     alive, at_release = [], []
     load = repro.model.load_pretrained
@@ -201,19 +206,12 @@ def test_a_run_reads_its_evaluation_set_once(tmp_path, monkeypatch):
 
     import torch
 
-    import repro.model
     from repro import pipeline
     from repro.data.sources import rewardbench as rb_source
 
     monkeypatch.chdir(tmp_path)
     cfg = config_mod.compose(["eval.max_length=64", "optim.max_steps=1"])
-    run_dir = tmp_path / "run"
-    config_mod.save(cfg, (run_dir / "config.yaml", run_dir.mkdir())[0])
-    tok = repro.model.build_tiny_tokenizer(["a chosen answer", "a rejected answer", "what is it?"] * 20,
-                                           vocab_size=cfg.model.tiny.vocab_size)
-    model = repro.model.build_tiny_backbone(tok, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
-    model.save_pretrained(run_dir / "model")
-    tok.save_pretrained(run_dir / "model")
+    run_dir = trained_run_dir(tmp_path / "run", cfg)
     (run_dir / "train.json").write_text(json.dumps({"steps": 1}))  # trained earlier: the run only evaluates
     reads = []
     load = rb_source.load

@@ -133,14 +133,13 @@ def test_training_padding_free_follows_the_padded_run(tok, texts, tmp_path):
     assert curves[True][-1] < curves[True][0] - 0.05  # it trained
 
 
-def test_two_ddp_workers_padding_free_train_the_one_process_padded_model(tmp_path):
-    """Through DDP's wrapper (the head's output taken by a hook): 2 CPU workers, padding-free, vs one process,
-    padded; 4 steps of the fixture data."""
-    short = ["data=fixture_released", "optim.max_steps=4", "optim.log_every=1"]
+def two_workers_padding_free_follow_one_padded_process(tmp_path, launcher: list[str]) -> None:
+    """2 CPU workers under `launcher`, padding-free, vs one process, padded: 4 steps of the fixture data, the
+    same logged curve (loss, accuracy, lr, gradient norm) to rel 1e-4."""
     from test_zero3 import curve, run_dir_of
 
-    two = run_cli(["-m", "repro.train", *short, "optim.padding_free=true", "launcher=accelerate",
-                   "launcher.cpu=true", "launcher.num_processes=2", "launcher.cpu_threads=1", "runs_root=two"], tmp_path)
+    short = ["data=fixture_released", "optim.max_steps=4", "optim.log_every=1"]
+    two = run_cli(["-m", "repro.train", *short, "optim.padding_free=true", *launcher, "runs_root=two"], tmp_path)
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
     one = run_cli(["-m", "repro.train", *short, "runs_root=one"], tmp_path)
     assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-3000:]
@@ -149,20 +148,17 @@ def test_two_ddp_workers_padding_free_train_the_one_process_padded_model(tmp_pat
     assert sorted(a) == sorted(b) and len(a) == 16
     for key in a:
         assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-12), (key, a[key], b[key])
+
+
+def test_two_ddp_workers_padding_free_train_the_one_process_padded_model(tmp_path):
+    """Through DDP's wrapper (the head's output taken by a hook)."""
+    two_workers_padding_free_follow_one_padded_process(tmp_path, [
+        "launcher=accelerate", "launcher.cpu=true", "launcher.num_processes=2", "launcher.cpu_threads=1"])
 
 
 @pytest.mark.slow
 def test_two_zero3_workers_padding_free_train_the_one_process_padded_model(tmp_path):
     """The same through DeepSpeed's engine, parameters partitioned (ZeRO-3)."""
-    short = ["data=fixture_released", "optim.max_steps=4", "optim.log_every=1"]
-    from test_zero3 import ZERO3, curve, run_dir_of
+    from test_zero3 import ZERO3
 
-    two = run_cli(["-m", "repro.train", *short, "optim.padding_free=true", *ZERO3, "runs_root=two"], tmp_path)
-    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
-    one = run_cli(["-m", "repro.train", *short, "runs_root=one"], tmp_path)
-    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-3000:]
-    a = curve(run_dir_of(tmp_path / "two", [*short, "optim.padding_free=true"]))
-    b = curve(run_dir_of(tmp_path / "one", short))
-    assert sorted(a) == sorted(b) and len(a) == 16
-    for key in a:
-        assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-12), (key, a[key], b[key])
+    two_workers_padding_free_follow_one_padded_process(tmp_path, ZERO3)
